@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs every Debian/Ubuntu package dcae needs (a no-op when they are present), then configures the build.
+# Usage: scripts/setup.sh [build-dir] [extra cmake args...]
+set -euo pipefail
+here="$(cd "$(dirname "$0")/.." && pwd)"
+build_dir="${1:-$here/build}"; shift || true
+
+packages=(build-essential cmake ninja-build ccache pkg-config
+  libeigen3-dev libhdf5-dev libboost-program-options-dev libgoogle-glog-dev libgtest-dev libgmock-dev
+  libopenmpi-dev openmpi-bin libtomlplusplus-dev nlohmann-json3-dev libpng-dev libjpeg-dev)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}"
+  sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ ! -f "$build_dir/build.ninja" ]; then
+  cmake -S "$here" -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release "$@"
+fi

@@ -1,0 +1,34 @@
+// Test helpers: random inputs, closeness with NaN never passing, and the one gradcheck utility (central
+// differences in float64 against autograd).
+#pragma once
+#include <gtest/gtest.h>
+
+#include <functional>
+#include <vector>
+
+#include "core/tensor/philox.h"
+#include "core/tensor/tensor.h"
+
+namespace dcae::testing {
+
+// Standard-normal tensor from its own seed (never zeros), in `dtype`.
+Tensor random_tensor(const Shape& shape, uint64_t seed, DType dtype = DType::f64, double scale = 1.0);
+// Uniform in [low, high).
+Tensor random_uniform(const Shape& shape, uint64_t seed, double low, double high, DType dtype = DType::f64);
+
+// |actual - expected| <= atol + rtol * |expected| everywhere, shapes equal, and no NaN in either.
+::testing::AssertionResult all_close(const Tensor& actual, const Tensor& expected, double atol, double rtol);
+
+struct GradcheckOptions {
+  double eps = 1e-6;
+  double atol = 1e-6;
+  double rtol = 1e-5;
+};
+
+// f maps inputs to any tensor. The check projects f's output onto a fixed random direction, so every output
+// element is exercised in one backward, then compares each input's gradient with central differences. Inputs
+// must be f64 and have requires_grad set where a gradient is wanted.
+::testing::AssertionResult gradcheck(const std::function<Tensor(const std::vector<Tensor>&)>& f,
+                                     const std::vector<Tensor>& inputs, GradcheckOptions options = {});
+
+}  // namespace dcae::testing
