@@ -7,7 +7,7 @@ build_dir="${1:-$here/build}"; shift || true
 
 packages=(build-essential cmake ninja-build ccache pkg-config
   libeigen3-dev libhdf5-dev libboost-program-options-dev libgoogle-glog-dev libgtest-dev libgmock-dev
-  libopenmpi-dev openmpi-bin libtomlplusplus-dev nlohmann-json3-dev libpng-dev libjpeg-dev)
+  libopenmpi-dev openmpi-bin libtomlplusplus-dev nlohmann-json3-dev libpng-dev libjpeg-dev python3 python3-venv)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -19,6 +19,13 @@ if ((${#missing[@]})); then
   $sudo_cmd apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+
+# Python test oracles (never a runtime dependency): a virtual environment inside the build folder.
+venv="$build_dir/pyenv"
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv" || { echo "setup: python3 -m venv failed (install python3-venv)"; exit 1; }
+fi
+"$venv/bin/python" -m pip install -q --disable-pip-version-check -r "$here/tests/python/requirements.txt"
 
 if [ ! -f "$build_dir/build.ninja" ]; then
   cmake -S "$here" -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release "$@"
