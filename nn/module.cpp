@@ -28,6 +28,18 @@ void Module::collect(const std::string& prefix, bool parameters, std::vector<Nam
   for (const auto& [name, child] : children_) child->collect(prefix + name + ".", parameters, out);
 }
 
+void Module::collect_state(const std::string& prefix, std::vector<NamedTensor>& out) const {
+  for (const auto& [name, t] : parameters_) out.emplace_back(prefix + name, t);
+  for (const auto& [name, t] : buffers_) out.emplace_back(prefix + name, t);
+  for (const auto& [name, child] : children_) child->collect_state(prefix + name + ".", out);
+}
+
+std::vector<NamedTensor> Module::state() const {
+  std::vector<NamedTensor> out;
+  collect_state("", out);
+  return out;
+}
+
 std::vector<NamedTensor> Module::named_parameters() const {
   std::vector<NamedTensor> out;
   collect("", true, out);

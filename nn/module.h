@@ -26,6 +26,8 @@ class Module {
   // Every parameter and buffer under this module, depth-first in registration order, with full names.
   std::vector<NamedTensor> named_parameters() const;
   std::vector<NamedTensor> named_buffers() const;
+  // Parameters and buffers in PyTorch state_dict order (per module: own parameters, own buffers, then children).
+  std::vector<NamedTensor> state() const;
   std::vector<std::pair<std::string, Module*>> named_modules();  // "" is this module
   std::vector<Tensor> parameters() const;
   std::vector<Tensor> trainable_parameters() const;
@@ -61,6 +63,7 @@ class Module {
  private:
   void add_child(const std::string& name, std::shared_ptr<Module> module);
   void collect(const std::string& prefix, bool parameters, std::vector<NamedTensor>& out) const;
+  void collect_state(const std::string& prefix, std::vector<NamedTensor>& out) const;
 
   std::vector<NamedTensor> parameters_;
   std::vector<NamedTensor> buffers_;
