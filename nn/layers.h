@@ -1,0 +1,83 @@
+// Basic layers over NHWC activations. Parameter names and shapes follow PyTorch, so checkpoints map directly.
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/tensor/philox.h"
+#include "nn/module.h"
+
+namespace dcae::nn {
+
+// A module with one tensor in and one out.
+class Layer : public Module {
+ public:
+  virtual Tensor forward(const Tensor& x) = 0;
+  Tensor operator()(const Tensor& x) { return forward(x); }
+};
+
+enum class Activation { identity, relu, silu, gelu_tanh };
+Activation activation_from_name(const std::string& name);  // "relu", "silu"/"swish", "gelu", "identity"
+Tensor activate(Activation act, const Tensor& x);
+
+// PyTorch's default init: weights and biases uniform in +-1/sqrt(fan_in).
+struct InitOptions {
+  Generator* generator = &default_generator();
+  DType dtype = DType::f32;
+};
+
+class Conv2d : public Layer {
+ public:
+  Conv2d(int64_t in_channels, int64_t out_channels, int64_t kernel, int64_t stride = 1, int64_t padding = -1,
+         int64_t groups = 1, bool bias = true, InitOptions init = {});  // padding -1: kernel / 2 ("same")
+  Tensor forward(const Tensor& x) override;
+  Tensor weight, bias;
+
+ private:
+  int64_t stride_, padding_, groups_;
+};
+
+class Linear : public Layer {
+ public:
+  Linear(int64_t in_features, int64_t out_features, bool bias = true, InitOptions init = {});
+  Tensor forward(const Tensor& x) override;
+  Tensor weight, bias;
+};
+
+// RMSNorm over the channel (last) dim with weight and bias: DC-AE's "trms2d".
+class RMSNorm2d : public Layer {
+ public:
+  explicit RMSNorm2d(int64_t channels, double eps = 1e-5, DType dtype = DType::f32);
+  Tensor forward(const Tensor& x) override;
+  Tensor weight, bias;
+
+ private:
+  double eps_;
+};
+
+class BatchNorm2d : public Layer {
+ public:
+  explicit BatchNorm2d(int64_t channels, double eps = 1e-5, double momentum = 0.1, DType dtype = DType::f32);
+  Tensor forward(const Tensor& x) override;
+  Tensor weight, bias, running_mean, running_var, num_batches_tracked;
+
+ private:
+  double eps_, momentum_;
+};
+
+// "rms_norm" or "batch_norm" (diffusers' names).
+std::shared_ptr<Layer> make_norm(const std::string& type, int64_t channels, DType dtype = DType::f32);
+
+// Children named "0", "1", ... run in order.
+class Sequential : public Layer {
+ public:
+  void append(std::shared_ptr<Layer> layer);
+  Tensor forward(const Tensor& x) override;
+  size_t size() const { return layers_.size(); }
+  Layer& at(size_t i) { return *layers_.at(i); }
+
+ private:
+  std::vector<std::shared_ptr<Layer>> layers_;
+};
+
+}  // namespace dcae::nn
