@@ -33,6 +33,7 @@ namespace {
 
 // Uniform(+-1/sqrt(fan_in)) in `dtype`, drawn in f32 so every dtype sees the same numbers.
 Tensor default_uniform(const Shape& shape, int64_t fan_in, const InitOptions& init) {
+  if (!init.random_init) return empty(shape, init.dtype);
   Tensor t = empty(shape, DType::f32);
   const double bound = 1.0 / std::sqrt(static_cast<double>(fan_in));
   uniform_(t, -bound, bound, *init.generator);

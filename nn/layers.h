@@ -24,6 +24,7 @@ Tensor activate(Activation act, const Tensor& x);
 struct InitOptions {
   Generator* generator = &default_generator();
   DType dtype = DType::f32;
+  bool random_init = true;  // false: leave weights unwritten (they are about to be loaded from a checkpoint)
 };
 
 class Conv2d : public Layer {
