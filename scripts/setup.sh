@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Installs every Debian/Ubuntu package dcae needs (a no-op when they are present), then configures the build.
-# Usage: scripts/setup.sh [build-dir] [extra cmake args...]
+# Usage: scripts/setup.sh [--with-test-oracles] [build-dir] [extra cmake args...]
+#   --with-test-oracles  also install the Python packages the test suites compare against (PyTorch, diffusers,
+#                        h5py, ...; about 5 GB, into build-dir/pyenv). Never needed to build or run dcae.
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
+oracles=0
+if [ "${1:-}" = "--with-test-oracles" ]; then oracles=1; shift; fi
 build_dir="${1:-$here/build}"; shift || true
 
 packages=(build-essential cmake ninja-build ccache pkg-config
@@ -21,11 +25,14 @@ if ((${#missing[@]})); then
 fi
 
 # Python test oracles (never a runtime dependency): a virtual environment inside the build folder.
-venv="$build_dir/pyenv"
-if [ ! -x "$venv/bin/python" ]; then
-  python3 -m venv "$venv" || { echo "setup: python3 -m venv failed (install python3-venv)"; exit 1; }
+if [ "$oracles" = 1 ]; then
+  venv="$build_dir/pyenv"
+  mkdir -p "$build_dir"
+  if [ ! -x "$venv/bin/python" ]; then
+    python3 -m venv "$venv" || { echo "setup: python3 -m venv failed (install python3-venv)"; exit 1; }
+  fi
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check -r "$here/tests/python/requirements.txt"
 fi
-"$venv/bin/python" -m pip install -q --disable-pip-version-check -r "$here/tests/python/requirements.txt"
 
 if [ ! -f "$build_dir/build.ninja" ]; then
   cmake -S "$here" -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release "$@"

@@ -3,7 +3,7 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 build_dir="${DCAE_BUILD_DIR:-$here/build}"
-"$here/scripts/setup.sh" "$build_dir"
+"$here/scripts/setup.sh" --with-test-oracles "$build_dir"
 cmake --build "$build_dir" --parallel "$(nproc)"
 cd "$build_dir"
 ctest --output-on-failure --parallel "$(nproc)" --timeout 900
