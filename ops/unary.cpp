@@ -25,6 +25,7 @@ const char* unary_name(UnaryOp op) {
     case UnaryOp::mul_scalar: return "mul_scalar";
     case UnaryOp::rsub_scalar: return "rsub_scalar";
     case UnaryOp::clamp: return "clamp";
+    case UnaryOp::leaky_relu: return "leaky_relu";
   }
   return "unary";
 }
@@ -59,5 +60,6 @@ Tensor rsqrt(const Tensor& x) { return unary(UnaryOp::rsqrt, x); }
 Tensor abs(const Tensor& x) { return unary(UnaryOp::abs, x); }
 Tensor square(const Tensor& x) { return unary(UnaryOp::square, x); }
 Tensor pow(const Tensor& x, double exponent) { return unary(UnaryOp::pow, x, exponent); }
+Tensor leaky_relu(const Tensor& x, double negative_slope) { return unary(UnaryOp::leaky_relu, x, negative_slope); }
 
 }  // namespace dcae::ops

@@ -11,6 +11,7 @@ enum class UnaryOp {
   mul_scalar,   // x * p0
   rsub_scalar,  // p0 - x
   clamp,        // min(max(x, p0), p1)
+  leaky_relu,   // x > 0 ? x : p0 * x
 };
 const char* unary_name(UnaryOp op);
 
@@ -27,5 +28,6 @@ Tensor rsqrt(const Tensor& x);
 Tensor abs(const Tensor& x);  // gradient sign(x), 0 at 0
 Tensor square(const Tensor& x);
 Tensor pow(const Tensor& x, double exponent);
+Tensor leaky_relu(const Tensor& x, double negative_slope = 0.2);
 
 }  // namespace dcae::ops

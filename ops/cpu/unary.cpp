@@ -60,6 +60,7 @@ Tensor unary_forward(UnaryOp op, const Tensor& x_in, double p0, double p1) {
       case UnaryOp::mul_scalar: map1(px, po, n, [a](T v) { return v * a; }); break;
       case UnaryOp::rsub_scalar: map1(px, po, n, [a](T v) { return a - v; }); break;
       case UnaryOp::clamp: map1(px, po, n, [a, b](T v) { return v < a ? a : (v > b ? b : v); }); break;
+      case UnaryOp::leaky_relu: map1(px, po, n, [a](T v) { return v > T(0) ? v : a * v; }); break;
     }
   });
   return out.to(x_in.dtype());
@@ -118,6 +119,7 @@ Tensor unary_backward(UnaryOp op, const Tensor& grad_in, const Tensor& x_in, dou
       case UnaryOp::mul_scalar: map2(px, pg, po, n, [a](T, T d) { return d * a; }); break;
       case UnaryOp::rsub_scalar: map2(px, pg, po, n, [](T, T d) { return -d; }); break;
       case UnaryOp::clamp: map2(px, pg, po, n, [a, b](T v, T d) { return v >= a && v <= b ? d : T(0); }); break;
+      case UnaryOp::leaky_relu: map2(px, pg, po, n, [a](T v, T d) { return v > T(0) ? d : a * d; }); break;
     }
   });
   return out.to(grad_in.dtype());

@@ -150,6 +150,11 @@ TEST(Unary, ForwardAndGradientForEveryOp) {
       {ops::UnaryOp::square, [](double x) { return x * x; }, -2, 2},
       {ops::UnaryOp::neg, [](double x) { return -x; }, -2, 2},
   };
+  Tensor lx = testing::random_uniform({3, 7}, 21, -2, 2).set_requires_grad(true);
+  std::vector<double> leaky;
+  for (double v : lx.to_vector<double>()) leaky.push_back(v > 0 ? v : 0.2 * v);
+  EXPECT_TRUE(all_close(ops::leaky_relu(lx, 0.2), from_doubles(leaky, {3, 7}, DType::f64), 1e-12, 0));
+  EXPECT_TRUE(gradcheck([](const std::vector<Tensor>& in) { return ops::leaky_relu(in[0], 0.2); }, {lx}));
   for (const auto& c : cases) {
     Tensor x = testing::random_uniform({3, 7}, 13, c.low, c.high).set_requires_grad(true);
     std::vector<double> expected;
