@@ -90,4 +90,38 @@ Tensor random_uniform(const Shape& shape, uint64_t seed, double low, double high
   return ::testing::AssertionSuccess();
 }
 
+::testing::AssertionResult directional_gradcheck(const std::function<Tensor(const std::vector<Tensor>&)>& f,
+                                                 const std::vector<Tensor>& inputs, double eps, double rtol) {
+  const Tensor probe_out = [&] {
+    autograd::NoGradGuard no_grad;
+    return f(inputs);
+  }();
+  const Tensor out_direction = random_tensor(probe_out.shape(), 991, DType::f64);
+  auto objective = [&] { return ops::sum(ops::mul(f(inputs), out_direction)); };
+  std::vector<Tensor> directions;
+  for (size_t k = 0; k < inputs.size(); ++k) {
+    if (inputs[k].dtype() != DType::f64 || !inputs[k].is_contiguous())
+      return ::testing::AssertionFailure() << "directional_gradcheck inputs must be contiguous f64";
+    inputs[k].set_grad(Tensor());
+    directions.push_back(random_tensor(inputs[k].shape(), 1000 + k, DType::f64));
+  }
+  autograd::backward(objective());
+  double analytic = 0;
+  for (size_t k = 0; k < inputs.size(); ++k) {
+    if (!inputs[k].grad().defined()) return ::testing::AssertionFailure() << "input " << k << " received no gradient";
+    analytic += ops::sum(ops::mul(inputs[k].grad(), directions[k])).item<double>();
+  }
+  autograd::NoGradGuard no_grad;
+  auto shifted = [&](double step) {
+    for (size_t k = 0; k < inputs.size(); ++k) Tensor(inputs[k]).add_(directions[k], step);
+    const double value = objective().item<double>();
+    for (size_t k = 0; k < inputs.size(); ++k) Tensor(inputs[k]).add_(directions[k], -step);
+    return value;
+  };
+  const double numeric = (shifted(eps) - shifted(-eps)) / (2 * eps);
+  if (std::isnan(analytic) || std::abs(analytic - numeric) > rtol * std::max(1.0, std::abs(numeric)))
+    return ::testing::AssertionFailure() << "directional derivative: analytic " << analytic << ", numeric " << numeric;
+  return ::testing::AssertionSuccess();
+}
+
 }  // namespace dcae::testing

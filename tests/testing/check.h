@@ -31,4 +31,10 @@ struct GradcheckOptions {
 ::testing::AssertionResult gradcheck(const std::function<Tensor(const std::vector<Tensor>&)>& f,
                                      const std::vector<Tensor>& inputs, GradcheckOptions options = {});
 
+// For models too big for element-wise finite differences: compares the analytic directional derivative
+// <grad f, v> with (f(x + eps v) - f(x - eps v)) / 2 eps along one random direction v over all inputs at once.
+::testing::AssertionResult directional_gradcheck(const std::function<Tensor(const std::vector<Tensor>&)>& f,
+                                                 const std::vector<Tensor>& inputs, double eps = 1e-6,
+                                                 double rtol = 1e-5);
+
 }  // namespace dcae::testing
