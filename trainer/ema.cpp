@@ -1,0 +1,92 @@
+#include "trainer/ema.h"
+
+#include <algorithm>
+
+#include "ops/cpu/cpu_util.h"
+
+namespace dcae::trainer {
+
+Ema::Ema(std::vector<nn::NamedTensor> params, double decay, bool warmup)
+    : params_(std::move(params)), decay_(decay), warmup_(warmup) {
+  DCAE_CHECK(decay >= 0.0 && decay < 1.0, "EMA decay must lie in [0, 1), got ", decay);
+  for (const auto& [name, p] : params_) {
+    DCAE_CHECK(is_floating(p.dtype()), "EMA: parameter '", name, "' is ", p.str(), ", not floating point");
+    const DType shadow_dtype = p.dtype() == DType::f64 ? DType::f64 : DType::f32;
+    DCAE_CHECK(index_.emplace(name, shadows_.size()).second, "EMA: parameter '", name, "' given twice");
+    shadows_.emplace_back(name, p.detach().to(Device::cpu()).to(shadow_dtype).clone());
+  }
+}
+
+double Ema::next_decay() const {
+  if (!warmup_) return decay_;
+  const double s = static_cast<double>(num_updates_);
+  return std::min(decay_, (1.0 + s) / (10.0 + s));
+}
+
+void Ema::update() { update_from(params_); }
+
+void Ema::update_from(const std::vector<nn::NamedTensor>& values) {
+  DCAE_CHECK(!swapped_in(), "EMA update while the EMA weights are swapped into the model");
+  DCAE_CHECK(values.size() == shadows_.size(), "EMA update with ", values.size(), " tensors, the EMA tracks ",
+             shadows_.size());
+  // Match by name: callers pass the model's order or the optimizer's (group by group).
+  std::vector<const Tensor*> ordered(shadows_.size(), nullptr);
+  for (const auto& [name, value] : values) {
+    auto it = index_.find(name);
+    DCAE_CHECK(it != index_.end(), "EMA update: '", name, "' is not a tensor this EMA tracks");
+    const Tensor& shadow = shadows_[it->second].second;
+    DCAE_CHECK(value.shape() == shadow.shape(), "EMA update: '", name, "' is ", value.str(), ", the EMA holds ",
+               shadow.str());
+    ordered[it->second] = &value;
+  }
+  const double d = next_decay();
+  for (size_t i = 0; i < shadows_.size(); ++i) {
+    const Tensor& shadow = shadows_[i].second;
+    DCAE_CHECK(ordered[i] != nullptr, "EMA update: no value for '", shadows_[i].first, "'");
+    const Tensor value = ordered[i]->detach().to(Device::cpu()).to(shadow.dtype()).contiguous();
+    ops::cpu::visit_float(shadow.dtype(), "EMA update", [&]<typename T>() {
+      T* s = shadow.data<T>();
+      const T* v = value.data<const T>();
+      const T weight = static_cast<T>(1.0 - d);
+      ops::cpu::parallel_for(shadow.numel(), 1 << 14, [&](int64_t begin, int64_t end) {
+        for (int64_t j = begin; j < end; ++j) s[j] += weight * (v[j] - s[j]);  // lerp toward the weight
+      });
+    });
+    shadow.bump_version();
+  }
+  ++num_updates_;
+}
+
+void Ema::swap_in() {
+  DCAE_CHECK(!swapped_in(), "EMA weights are already swapped in");
+  for (size_t i = 0; i < params_.size(); ++i) {
+    Tensor param = params_[i].second;
+    backup_.push_back(param.detach().clone());
+    param.copy_(shadows_[i].second);
+  }
+}
+
+void Ema::swap_out() {
+  DCAE_CHECK(swapped_in(), "EMA swap_out without swap_in");
+  for (size_t i = 0; i < params_.size(); ++i) Tensor(params_[i].second).copy_(backup_[i]);
+  backup_.clear();
+}
+
+nlohmann::json Ema::state_json() const {
+  return {{"decay", decay_}, {"warmup", warmup_}, {"num_updates", num_updates_}};
+}
+
+void Ema::load_state(const std::map<std::string, Tensor>& tensors, const nlohmann::json& scalars) {
+  for (const auto& [name, shadow] : shadows_) {
+    auto it = tensors.find(name);
+    DCAE_CHECK(it != tensors.end(), "EMA state has no tensor '", name, "'");
+    DCAE_CHECK(it->second.shape() == shadow.shape() && it->second.dtype() == shadow.dtype(), "EMA state tensor '",
+               name, "' is ", it->second.str(), ", expected ", shadow.str());
+  }
+  DCAE_CHECK(tensors.size() == shadows_.size(), "EMA state has ", tensors.size(), " tensors, this EMA tracks ",
+             shadows_.size(), " (did train.trainable change?)");
+  for (const auto& [name, shadow] : shadows_) Tensor(shadow).copy_(tensors.at(name));
+  num_updates_ = scalars.at("num_updates").get<int64_t>();
+}
+
+}  // namespace dcae::trainer

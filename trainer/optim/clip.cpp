@@ -1,0 +1,94 @@
+#include "trainer/optim/clip.h"
+
+#include <glog/logging.h>
+
+#include <cmath>
+
+namespace dcae::trainer {
+
+namespace {
+
+// Calls fn(pointer, n) with T the gradient's element type, on a contiguous CPU gradient.
+template <typename Fn>
+void visit_grad(const Tensor& grad, const char* op, Fn&& fn) {
+  DCAE_CHECK(grad.device().is_cpu(), op, ": gradient ", grad.str(), " is not on the CPU (CUDA path comes later)");
+  DCAE_CHECK(grad.is_contiguous(), op, ": gradient ", grad.str(), " is not contiguous");
+  visit_dtype(grad.dtype(), [&]<typename T>() {
+    if constexpr (std::is_floating_point_v<T> || std::is_same_v<T, bf16> || std::is_same_v<T, f16>) {
+      fn(grad.data<T>(), grad.numel());
+    } else {
+      DCAE_FAIL(op, ": gradient ", grad.str(), " is not floating point");
+    }
+  });
+}
+
+}  // namespace
+
+double grad_norm(const std::vector<Tensor>& params) {
+  double sum_sq = 0.0;
+  for (const Tensor& p : params) {
+    const Tensor& grad = p.grad();
+    if (!grad.defined()) continue;
+    visit_grad(grad.contiguous(), "grad_norm", [&]<typename T>(T* g, int64_t n) {
+      for (int64_t i = 0; i < n; ++i) {
+        const double x = to_double(g[i]);
+        sum_sq += x * x;
+      }
+    });
+  }
+  return std::sqrt(sum_sq);
+}
+
+namespace {
+void scale_in_place(Tensor t, double factor) {
+  visit_grad(t, "scale_grads", [&]<typename T>(T* g, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) g[i] = from_double<T>(to_double(g[i]) * factor);
+  });
+  t.bump_version();
+}
+}  // namespace
+
+void scale_grads(const std::vector<Tensor>& params, double factor) {
+  for (const Tensor& p : params) {
+    Tensor grad = p.grad();
+    if (!grad.defined()) continue;
+    if (grad.is_contiguous()) {
+      scale_in_place(grad, factor);
+    } else {  // rare: scale a packed copy and write it back
+      Tensor packed = grad.contiguous();
+      scale_in_place(packed, factor);
+      grad.copy_(packed);
+    }
+  }
+}
+
+GradNorm clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
+  GradNorm out;
+  out.norm = grad_norm(params);
+  out.finite = std::isfinite(out.norm);
+  if (max_norm > 0.0 && out.finite && out.norm > max_norm) {
+    scale_grads(params, max_norm / (out.norm + 1e-6));
+    out.clipped = true;
+  }
+  return out;
+}
+
+NonFiniteTracker::NonFiniteTracker(int64_t max_in_a_row) : max_in_a_row_(max_in_a_row) {
+  DCAE_CHECK(max_in_a_row >= 1, "max_nonfinite_steps must be >= 1, got ", max_in_a_row);
+}
+
+bool NonFiniteTracker::skip(bool finite, int64_t step) {
+  if (finite) {
+    in_a_row_ = 0;
+    return false;
+  }
+  ++in_a_row_;
+  ++total_;
+  DCAE_CHECK(in_a_row_ < max_in_a_row_, "stopping at step ", step, ": ", in_a_row_,
+             " non-finite steps in a row (loss or gradient NaN/Inf; train.max_nonfinite_steps = ", max_in_a_row_, ")");
+  LOG(WARNING) << "step " << step << ": non-finite loss or gradient, update skipped (" << in_a_row_ << " in a row, "
+               << total_ << " in all)";
+  return true;
+}
+
+}  // namespace dcae::trainer

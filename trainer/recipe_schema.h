@@ -1,0 +1,67 @@
+// The declared shape of a recipe: every known key with its type, default (or required), bounds and a one-line doc.
+// Validation (trainer/recipe.h) rejects anything the schema does not declare, so a typo stops the run up front.
+#pragma once
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace dcae::trainer {
+
+enum class ValueType {
+  boolean,
+  integer,
+  number,        // float; an integer literal is accepted and stored as a float
+  string,
+  string_list,
+  number_list,
+  integer_list,
+  table,         // free-form table, checked by whoever reads it (e.g. model.config overrides)
+  table_list,    // array of tables whose fields are declared as "<path>[].<field>"
+};
+const char* value_type_name(ValueType type);
+
+struct KeySpec {
+  std::string path;             // "optim.lr"; fields of a table_list element: "optim.groups[].lr"
+  ValueType type = ValueType::string;
+  nlohmann::json default_value;  // null: no default (required, or optional without a value)
+  bool required = false;
+  std::string doc;
+  std::vector<std::string> choices;  // allowed strings (empty: any)
+  std::optional<double> min;         // bounds for numbers, integers and number lists
+  std::optional<double> max;
+  std::optional<size_t> length;      // exact length for lists
+};
+
+class Recipe;
+
+class RecipeSchema {
+ public:
+  // Declares a key; declaring one twice is an error. Plugins add their own keys through PluginApi.
+  void add(KeySpec spec);
+  // A check across keys that runs after validation (e.g. "data.shards unless data.synthetic"); throws dcae::Error.
+  void add_rule(std::function<void(const Recipe&)> rule);
+
+  const KeySpec* find(const std::string& path) const;
+  // True when `path` is a section: some declared key lies below it ("optim", "optim.groups[]").
+  bool is_section(const std::string& path) const;
+  // Direct children of a section (or of the top level for ""), for "known keys" hints.
+  std::vector<std::string> children(const std::string& section) const;
+  const std::vector<KeySpec>& keys() const { return keys_; }
+  const std::vector<std::function<void(const Recipe&)>>& rules() const { return rules_; }
+
+  // Human-readable table of every key: path, type, default, doc.
+  std::string describe() const;
+
+ private:
+  std::vector<KeySpec> keys_;
+  std::vector<std::function<void(const Recipe&)>> rules_;
+};
+
+// The schema of a DC-AE training recipe (sections model, data, loss, optim, disc_optim, schedule, disc_schedule,
+// train, eval, checkpoint, log, dist, and the top-level plugins list).
+RecipeSchema dcae_recipe_schema();
+
+}  // namespace dcae::trainer

@@ -1,0 +1,51 @@
+#include "trainer/registries.h"
+
+#include "trainer/optim/adamw.h"
+#include "trainer/optim/sgd.h"
+
+namespace dcae::trainer {
+
+namespace {
+void register_builtins(Registries& r) {
+  r.optimizers.add(
+      "adamw",
+      [](std::vector<ParamGroup> groups, const OptimizerConfig& c) -> std::unique_ptr<Optimizer> {
+        return std::make_unique<AdamW>(std::move(groups), c);
+      },
+      "AdamW with decoupled weight decay");
+  r.optimizers.add(
+      "sgd",
+      [](std::vector<ParamGroup> groups, const OptimizerConfig& c) -> std::unique_ptr<Optimizer> {
+        return std::make_unique<Sgd>(std::move(groups), c);
+      },
+      "SGD with momentum");
+  r.schedules.add(
+      "constant",
+      [](const ScheduleConfig& c) -> std::unique_ptr<Schedule> { return std::make_unique<ConstantSchedule>(c); },
+      "linear warmup, then constant");
+  r.schedules.add(
+      "cosine", [](const ScheduleConfig& c) -> std::unique_ptr<Schedule> { return std::make_unique<CosineSchedule>(c); },
+      "linear warmup, then cosine decay to min_lr_ratio");
+}
+}  // namespace
+
+Registries& registries() {
+  static Registries* instance = [] {
+    auto* r = new Registries();  // never destroyed: plugin factories may outlive static destruction order
+    register_builtins(*r);
+    return r;
+  }();
+  return *instance;
+}
+
+std::unique_ptr<Optimizer> make_optimizer(const std::vector<nn::NamedTensor>& params, const OptimizerConfig& config,
+                                          const Registries& from) {
+  const OptimizerFactory& factory = from.optimizers.get(config.name);  // unknown names fail before grouping
+  return factory(build_param_groups(params, config), config);
+}
+
+std::unique_ptr<Schedule> make_schedule(const ScheduleConfig& config, const Registries& from) {
+  return from.schedules.create(config.name, config);
+}
+
+}  // namespace dcae::trainer
