@@ -129,7 +129,8 @@ TEST(Progress, ReportsEveryNStepsWithWindowedThroughputAndLogsOnlyOnRankZero) {
   EXPECT_TRUE(is_logging_rank(0, false));
   EXPECT_FALSE(is_logging_rank(2, false));
   EXPECT_TRUE(is_logging_rank(2, true));
-  EXPECT_GT(host_peak_memory_bytes(), 0u);
+  const Tensor held = zeros({1024});  // run alone (ctest), nothing else may have allocated yet
+  EXPECT_GE(host_peak_memory_bytes(), held.nbytes());
 }
 
 }  // namespace
