@@ -12,20 +12,10 @@
 namespace dcae {
 namespace {
 
+using testing::expect_error;
+
 using testing::all_close;
 using testing::random_tensor;
-
-// Expects `fn` to throw dcae::Error whose message contains every one of `parts`.
-template <typename Fn>
-void expect_error(Fn&& fn, const std::vector<std::string>& parts) {
-  try {
-    fn();
-    ADD_FAILURE() << "expected dcae::Error";
-  } catch (const Error& e) {
-    for (const std::string& part : parts)
-      EXPECT_NE(std::string(e.what()).find(part), std::string::npos) << "'" << part << "' not in: " << e.what();
-  }
-}
 
 // ---------------------------------------------------------------------------------------------------------------
 // Scaled dot-product attention

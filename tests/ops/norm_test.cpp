@@ -16,6 +16,8 @@
 namespace dcae {
 namespace {
 
+using testing::expect_error;
+
 using testing::all_close;
 using testing::gradcheck;
 using testing::random_tensor;
@@ -332,17 +334,6 @@ TEST(BatchNorm, RunningStatsStayOutOfAutograd) {
   // Nothing recorded when no input needs a gradient.
   EXPECT_EQ(ops::batch_norm(x.detach(), Tensor(), Tensor(), running_mean, running_var, true).grad_fn(), nullptr);
   EXPECT_EQ(ops::rms_norm(x.detach(), Tensor(), Tensor()).grad_fn(), nullptr);
-}
-
-// Expects an Error whose message contains every one of `parts`.
-void expect_error(const std::function<void()>& f, const std::vector<std::string>& parts) {
-  try {
-    f();
-    ADD_FAILURE() << "expected dcae::Error";
-  } catch (const Error& e) {
-    for (const std::string& part : parts)
-      EXPECT_NE(std::string(e.what()).find(part), std::string::npos) << "'" << part << "' not in: " << e.what();
-  }
 }
 
 TEST(Norm, ErrorsNameShapesAndDtypes) {

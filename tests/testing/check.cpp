@@ -10,6 +10,25 @@
 
 namespace dcae::testing {
 
+void expect_error(const std::function<void()>& fn, const std::vector<std::string>& parts) {
+  try {
+    fn();
+    ADD_FAILURE() << "expected dcae::Error";
+  } catch (const Error& e) {
+    for (const std::string& part : parts)
+      EXPECT_NE(std::string(e.what()).find(part), std::string::npos) << "'" << part << "' not in: " << e.what();
+  }
+}
+
+std::string error_of(const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "<no error thrown>";
+}
+
 Tensor random_tensor(const Shape& shape, uint64_t seed, DType dtype, double scale) {
   Generator gen(seed);
   Tensor t = empty(shape, DType::f64);

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <functional>
+#include <string>
 #include <vector>
 
 #include "core/tensor/philox.h"
@@ -15,6 +16,12 @@ namespace dcae::testing {
 Tensor random_tensor(const Shape& shape, uint64_t seed, DType dtype = DType::f64, double scale = 1.0);
 // Uniform in [low, high).
 Tensor random_uniform(const Shape& shape, uint64_t seed, double low, double high, DType dtype = DType::f64);
+
+// Runs `fn` expecting a dcae::Error whose message contains every one of `parts` (records a failure otherwise).
+void expect_error(const std::function<void()>& fn, const std::vector<std::string>& parts);
+inline void expect_error(const std::function<void()>& fn, const char* part) { expect_error(fn, std::vector<std::string>{part}); }
+// The message of the dcae::Error `fn` throws, or "<no error thrown>".
+std::string error_of(const std::function<void()>& fn);
 
 // |actual - expected| <= atol + rtol * |expected| everywhere, shapes equal, and no NaN in either.
 ::testing::AssertionResult all_close(const Tensor& actual, const Tensor& expected, double atol, double rtol);
