@@ -242,6 +242,18 @@ TEST_F(FakeAllocatorTest, EmptyCacheKeepsSegmentsInUse) {
   EXPECT_EQ(state.used, 0u);
 }
 
+TEST_F(FakeAllocatorTest, WithoutCachingEveryBlockIsItsOwnAllocation) {
+  allocator.set_caching(false);
+  void* a = allocator.allocate(1000);
+  void* b = allocator.allocate(1000);
+  EXPECT_EQ(state.live.at(a), 1024u);  // exactly the rounded size: no neighbours to hide overruns in
+  allocator.deallocate(a, 1000);
+  EXPECT_EQ(state.frees, 1);  // straight back to the driver
+  allocator.deallocate(b, 1000);
+  EXPECT_EQ(allocator.stats().reserved_bytes, 0u);
+  EXPECT_EQ(state.mallocs, 2);
+}
+
 TEST_F(FakeAllocatorTest, PoisonFillsHandedOutBlocks) {
   allocator.set_poison_on_allocate(true);
   auto* p = static_cast<unsigned char*>(allocator.allocate(100));

@@ -104,7 +104,7 @@ void* CachingAllocator::try_device_malloc(size_t bytes) {
 }
 
 CachingAllocator::Block* CachingAllocator::new_segment(size_t rounded, bool small, StreamHandle stream) {
-  size_t bytes = segment_size(rounded);
+  size_t bytes = caching_ ? segment_size(rounded) : rounded;
   void* ptr = try_device_malloc(bytes);
   if (ptr == nullptr && bytes > rounded) {  // a tight fit may still be there when the padded segment is not
     bytes = rounded;
@@ -157,6 +157,7 @@ void CachingAllocator::deallocate(void* ptr, size_t) {
     stats_.requested_bytes -= block->requested;
     if (block->other_streams.empty()) {
       free_block(block);
+      if (!caching_) release_cached_segments();
       return;
     }
     // Used on other streams: reusable once the work queued there up to now has finished.
@@ -218,7 +219,10 @@ void CachingAllocator::process_pending_frees(bool wait) {
     Block* block = it->block;
     it = pending_.erase(it);
     // pending blocks are still marked allocated so that neighbours do not merge into them
-    if (--block->pending_events == 0) free_block(block);
+    if (--block->pending_events == 0) {
+      free_block(block);
+      if (!caching_) release_cached_segments();
+    }
   }
 }
 
@@ -284,6 +288,12 @@ void CachingAllocator::reset_peak_stats() {
 void CachingAllocator::set_memory_limit(size_t bytes) {
   std::lock_guard<std::mutex> lock(mutex_);
   limit_ = bytes;
+}
+
+void CachingAllocator::set_caching(bool caching) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  caching_ = caching;
+  if (!caching_) release_cached_segments();
 }
 
 void CachingAllocator::set_poison_on_allocate(bool poison) {

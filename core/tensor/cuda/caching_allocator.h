@@ -84,6 +84,9 @@ class CachingAllocator final : public Allocator {
   void reset_peak_stats();
   // Caps reserved memory at `bytes` (0 = no cap): a request that would pass it behaves as a driver out-of-memory.
   void set_memory_limit(size_t bytes);
+  // Debug aid for compute-sanitizer: with caching off every block is its own driver allocation of the rounded
+  // size, returned to the driver when freed (set from DCAE_CUDA_NO_CACHING=1 at start-up).
+  void set_caching(bool caching);
   // Debug aid: fill every handed-out block with 0xFF bytes (NaN in every float dtype) on its stream.
   void set_poison_on_allocate(bool poison);
 
@@ -133,6 +136,7 @@ class CachingAllocator final : public Allocator {
   std::vector<void*> spare_events_;
   AllocatorStats stats_;
   size_t limit_ = 0;
+  bool caching_ = true;
   bool poison_ = false;
 };
 

@@ -1,7 +1,9 @@
 // The CUDA runtime behind the caching allocator, and the device hooks of layer 0 (allocator_for, cuda_available).
 #include <cuda_runtime.h>
 
+#include <cstdlib>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "core/tensor/cuda/caching_allocator.h"
@@ -80,8 +82,11 @@ CachingAllocator& caching_allocator(int device) {
   // static lifetime may be freed after main, when the runtime may be gone.
   static const std::vector<CachingAllocator*> allocators = [] {
     std::vector<CachingAllocator*> all;
-    for (int d = 0; d < device_count(); ++d)
+    const char* no_caching = std::getenv("DCAE_CUDA_NO_CACHING");
+    for (int d = 0; d < device_count(); ++d) {
       all.push_back(new CachingAllocator(d, std::make_unique<CudaMemoryApi>(d)));
+      if (no_caching != nullptr && std::string(no_caching) == "1") all.back()->set_caching(false);
+    }
     return all;
   }();
   check_device(device);
