@@ -2,6 +2,10 @@
 
 #include <cmath>
 
+#ifdef DCAE_WITH_CUDA
+#include "core/tensor/cuda/random.h"  // GPU tensors draw the same numbers on the device
+#endif
+
 namespace dcae {
 
 Generator& default_generator() {
@@ -67,14 +71,23 @@ double erfinv(double y) {
 }  // namespace
 
 void uniform_(Tensor& t, double low, double high, Generator& gen) {
+#ifdef DCAE_WITH_CUDA
+  if (t.device().is_cuda()) return cuda::uniform_(t, low, high, gen);
+#endif
   fill_host(t, gen, [&](const PhiloxBlock& b, int lane) { return low + (high - low) * philox_uniform(b.v[lane]); });
 }
 
 void normal_(Tensor& t, double mean, double std, Generator& gen) {
+#ifdef DCAE_WITH_CUDA
+  if (t.device().is_cuda()) return cuda::normal_(t, mean, std, gen);
+#endif
   fill_host(t, gen, [&](const PhiloxBlock& b, int lane) { return mean + std * normal_lane(b, lane); });
 }
 
 void trunc_normal_(Tensor& t, double mean, double std, double low, double high, Generator& gen) {
+#ifdef DCAE_WITH_CUDA
+  if (t.device().is_cuda()) return cuda::trunc_normal_(t, mean, std, low, high, gen);
+#endif
   DCAE_CHECK(low < high && std > 0, "trunc_normal_ needs low < high and std > 0, got [", low, ", ", high, "], std ",
              std);
   const auto cdf = [](double x) { return 0.5 * (1.0 + std::erf(x / std::sqrt(2.0))); };
@@ -87,6 +100,9 @@ void trunc_normal_(Tensor& t, double mean, double std, double low, double high, 
 }
 
 void bernoulli_(Tensor& t, double keep, Generator& gen) {
+#ifdef DCAE_WITH_CUDA
+  if (t.device().is_cuda()) return cuda::bernoulli_(t, keep, gen);
+#endif
   fill_host(t, gen, [&](const PhiloxBlock& b, int lane) { return philox_uniform(b.v[lane]) < keep ? 1.0 : 0.0; });
 }
 

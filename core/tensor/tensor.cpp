@@ -283,12 +283,26 @@ Tensor& Tensor::copy_(const Tensor& src) {
 }
 
 Tensor& Tensor::fill_(double value) {
+#ifdef DCAE_WITH_CUDA
+  if (device().is_cuda()) {
+    cuda::fill_(*this, value);
+    bump_version();
+    return *this;
+  }
+#endif
   copy_strided(*this, scalar_tensor(value, DType::f64, device()).expand(shape()));
   bump_version();
   return *this;
 }
 
 Tensor& Tensor::add_(const Tensor& src_in, double alpha) {
+#ifdef DCAE_WITH_CUDA
+  if (device().is_cuda() || src_in.device().is_cuda()) {
+    cuda::add_(*this, src_in, alpha);
+    bump_version();
+    return *this;
+  }
+#endif
   DCAE_CHECK(device().is_cpu() && src_in.device().is_cpu(), "add_ on ", str(), " and ", src_in.str(),
              ": only CPU tensors here; device tensors accumulate through their backend");
   Tensor src = src_in.expand(shape());

@@ -2,73 +2,112 @@
 
 #include <cuda_runtime.h>
 
-#include <memory>
-#include <mutex>
-#include <vector>
+#include "core/tensor/cuda/copy_kernels.h"
 
-namespace dcae {
+namespace dcae::cuda {
 
-bool cuda_available() {
-  int count = 0;
-  return cudaGetDeviceCount(&count) == cudaSuccess && count > 0;
+namespace {
+
+// The part of `t` that holds distinct data: every broadcast (stride-0) dim narrowed to size 1.
+Tensor compact(const Tensor& t) {
+  Tensor out = t;
+  for (int64_t d = 0; d < t.dim(); ++d)
+    if (t.strides()[d] == 0 && t.size(d) > 1) out = out.narrow(d, 0, 1);
+  return out;
 }
 
-Allocator& allocator_for(Device device) {
-  if (device.is_cpu()) return CpuAllocator::instance();
-  static std::mutex mutex;
-  static std::vector<std::unique_ptr<cuda::CudaAllocator>> allocators;
-  std::lock_guard<std::mutex> lock(mutex);
-  int count = 0;
-  DCAE_CHECK(cudaGetDeviceCount(&count) == cudaSuccess && device.index < count, "cannot allocate on ", device,
-             ": ", count, " CUDA devices are visible");
-  if (allocators.empty()) allocators.resize(count);
-  if (!allocators[device.index]) allocators[device.index] = std::make_unique<cuda::CudaAllocator>(device.index);
-  return *allocators[device.index];
-}
-
-namespace cuda {
-
-void check(int status, const char* call) {
-  DCAE_CHECK(status == cudaSuccess, call, " failed: ", cudaGetErrorString(static_cast<cudaError_t>(status)));
-}
-
-void* CudaAllocator::allocate(size_t nbytes) {
-  if (nbytes == 0) return nullptr;
-  DCAE_CUDA_CHECK(cudaSetDevice(index_));
-  void* ptr = nullptr;
-  const cudaError_t status = cudaMalloc(&ptr, nbytes);
-  if (status != cudaSuccess) {
-    size_t free_bytes = 0, total = 0;
-    cudaMemGetInfo(&free_bytes, &total);
-    DCAE_FAIL("out of memory on cuda:", index_, ": asked for ", nbytes, " bytes, ", free_bytes, " of ", total,
-              " bytes free (", cudaGetErrorString(status), ")");
-  }
-  return ptr;
-}
-
-void CudaAllocator::deallocate(void* ptr, size_t) {
-  if (ptr != nullptr) cudaFree(ptr);
-}
-
-void copy_strided(const Tensor& dst, const Tensor& src) {
-  // Contiguous, same dtype: one memcpy in whichever direction.
-  if (dst.dtype() == src.dtype() && dst.is_contiguous() && src.is_contiguous()) {
-    DCAE_CUDA_CHECK(cudaMemcpy(dst.raw_data(), src.raw_data(), dst.nbytes(), cudaMemcpyDefault));
+void copy_host_to_device(const Tensor& dst, const Tensor& src) {
+  const int device = dst.device().index;
+  DeviceGuard guard(device);
+  const cudaStream_t stream = current_stream(device).handle();
+  // Host buffers are pageable: cudaMemcpyAsync has staged them when it returns, so temporaries may go.
+  const Tensor host = compact(src).contiguous();
+  if (host.shape() == dst.shape() && dst.is_contiguous() && dst.dtype() == src.dtype()) {
+    DCAE_CUDA_CHECK(cudaMemcpyAsync(dst.raw_data(), host.raw_data(), host.nbytes(), cudaMemcpyHostToDevice, stream));
     return;
   }
-  // Otherwise stage through host tensors (slow path until the backend has strided copy kernels).
-  Tensor host_src = src;
-  if (!src.device().is_cpu()) {
-    host_src = empty(src.shape(), src.dtype());
-    Tensor packed = src.is_contiguous() ? src : Tensor();
-    DCAE_CHECK(packed.defined(), "strided copy out of ", src.str(), " needs the CUDA backend's copy kernel");
-    DCAE_CUDA_CHECK(cudaMemcpy(host_src.raw_data(), packed.raw_data(), packed.nbytes(), cudaMemcpyDeviceToHost));
-  }
-  Tensor host_dst = empty(dst.shape(), dst.dtype());
-  host_dst.copy_(host_src);
-  DCAE_CHECK(dst.is_contiguous(), "strided copy into ", dst.str(), " needs the CUDA backend's copy kernel");
-  DCAE_CUDA_CHECK(cudaMemcpy(dst.raw_data(), host_dst.raw_data(), dst.nbytes(), cudaMemcpyDefault));
+  const Tensor staged = empty(host.shape(), host.dtype(), dst.device());
+  DCAE_CUDA_CHECK(cudaMemcpyAsync(staged.raw_data(), host.raw_data(), host.nbytes(), cudaMemcpyHostToDevice, stream));
+  copy_on_device(dst, staged.expand(dst.shape()));
 }
 
-}  // namespace cuda
-}  // namespace dcae
+void copy_device_to_host(const Tensor& dst, const Tensor& src) {
+  const int device = src.device().index;
+  DeviceGuard guard(device);
+  const Stream stream = current_stream(device);
+  // Pack and convert on the device, so one dense buffer in dst's dtype crosses the bus.
+  Tensor packed = compact(src);
+  if (!packed.is_contiguous() || packed.dtype() != dst.dtype()) {
+    Tensor dense = empty(packed.shape(), dst.dtype(), src.device());
+    copy_on_device(dense, packed);
+    packed = dense;
+  }
+  if (packed.shape() == dst.shape() && dst.is_contiguous()) {
+    DCAE_CUDA_CHECK(
+        cudaMemcpyAsync(dst.raw_data(), packed.raw_data(), packed.nbytes(), cudaMemcpyDeviceToHost, stream.handle()));
+    stream.synchronize();
+    return;
+  }
+  const Tensor host = empty(packed.shape(), packed.dtype());
+  DCAE_CUDA_CHECK(
+      cudaMemcpyAsync(host.raw_data(), packed.raw_data(), packed.nbytes(), cudaMemcpyDeviceToHost, stream.handle()));
+  stream.synchronize();
+  dcae::copy_strided(dst, host.expand(dst.shape()));
+}
+
+void copy_between_devices(const Tensor& dst, const Tensor& src) {
+  const int from = src.device().index, to = dst.device().index;
+  Tensor packed = src;
+  {
+    DeviceGuard guard(from);
+    if (!src.is_contiguous() || src.dtype() != dst.dtype()) {
+      packed = empty(src.shape(), dst.dtype(), src.device());
+      copy_on_device(packed, src);
+    }
+  }
+  // The copy runs on the destination's stream, after the work queued on the source's stream.
+  Event ready;
+  ready.record(current_stream(from));
+  const Stream stream = current_stream(to);
+  stream.wait(ready);
+  DeviceGuard guard(to);
+  Tensor target = dst.is_contiguous() ? dst : empty(dst.shape(), dst.dtype(), dst.device());
+  DCAE_CUDA_CHECK(
+      cudaMemcpyPeerAsync(target.raw_data(), to, packed.raw_data(), from, packed.nbytes(), stream.handle()));
+  if (!target.is_same(dst)) copy_on_device(dst, target);
+  // `packed` belongs to the source GPU's cache, which cannot see this stream: finish before it is freed.
+  stream.synchronize();
+}
+
+}  // namespace
+
+void copy_strided(const Tensor& dst, const Tensor& src) {
+  DCAE_CHECK(dst.shape() == src.shape(), "copy from ", src.str(), " into ", dst.str(), ": shapes differ");
+  if (dst.numel() == 0) return;
+  const Device to = dst.device(), from = src.device();
+  if (to.is_cuda() && from.is_cuda()) {
+    if (to == from) copy_on_device(dst, src);
+    else copy_between_devices(dst, src);
+  } else if (to.is_cuda()) {
+    copy_host_to_device(dst, src);
+  } else {
+    copy_device_to_host(dst, src);
+  }
+}
+
+void fill_(const Tensor& t, double value) { fill_on_device(t, value); }
+
+void add_(const Tensor& dst, const Tensor& src, double alpha) {
+  DCAE_CHECK(dst.device() == src.device(), "add_ on ", dst.str(), " and ", src.str(),
+             ": the tensors are on different devices");
+  add_on_device(dst, src.expand(dst.shape()), alpha);
+}
+
+void record_stream(const Tensor& t, const Stream& stream) {
+  DCAE_CHECK(t.device().is_cuda() && t.device().index == stream.device(), "record_stream: ", t.str(),
+             " and a stream of cuda:", stream.device(), " are on different devices");
+  if (t.storage()->data() == nullptr) return;
+  caching_allocator(stream.device()).record_stream(t.storage()->data(), stream.handle());
+}
+
+}  // namespace dcae::cuda

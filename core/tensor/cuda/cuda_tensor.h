@@ -1,27 +1,22 @@
-// CUDA side of layer 0: device discovery, device memory, copies that involve a GPU. A first, plain version
-// (cudaMalloc per storage, copies staged through contiguous buffers); the caching allocator and streams come with
-// the CUDA backend issue.
+// CUDA side of layer 0 for tensors: copies that involve a GPU, fill_/add_ on GPU tensors, stream bookkeeping.
+// Streams, events and the caching allocator are in stream.h and caching_allocator.h.
 #pragma once
+#include "core/tensor/cuda/caching_allocator.h"
+#include "core/tensor/cuda/check.h"
+#include "core/tensor/cuda/stream.h"
 #include "core/tensor/tensor.h"
 
 namespace dcae::cuda {
 
-// Throws naming the call when a CUDA runtime call fails.
-void check(int status, const char* call);
-#define DCAE_CUDA_CHECK(call) ::dcae::cuda::check(static_cast<int>(call), #call)
-
-class CudaAllocator final : public Allocator {
- public:
-  explicit CudaAllocator(int index) : index_(index) {}
-  void* allocate(size_t nbytes) override;
-  void deallocate(void* ptr, size_t nbytes) override;
-  Device device() const override { return Device::cuda(index_); }
-
- private:
-  int index_;
-};
-
-// Copy between tensors of the same shape where at least one is on a GPU (dtype conversion through the host).
+// Copy between same-shaped tensors where at least one is on a GPU, converting dtypes (src may be an expanded
+// view). GPU-to-GPU copies run on the device; host<->device copies move one packed buffer across the bus (the
+// un-expanded part of src) and repack on the side that needs it. Queued on the current stream of the GPU; a copy
+// to the host has finished when it returns.
 void copy_strided(const Tensor& dst, const Tensor& src);
+// Tensor::fill_ and Tensor::add_ (dst += alpha * src, src broadcast to dst) for GPU tensors.
+void fill_(const Tensor& t, double value);
+void add_(const Tensor& dst, const Tensor& src, double alpha);
+// Tells t's allocator that its memory is also used on `stream` (see CachingAllocator::record_stream).
+void record_stream(const Tensor& t, const Stream& stream);
 
 }  // namespace dcae::cuda

@@ -1,0 +1,8 @@
+// The kernel families with CUDA kernels. A family opts in by adding its header here; the header declares its
+// kernels with the signatures of ops/cpu/<family>.h and marks each one for DCAE_KERNEL (see ops/dispatch.h).
+// Kernels of families not listed throw "<kernel> has no CUDA kernel yet" for CUDA tensors.
+#pragma once
+#include "ops/cuda/elementwise.h"
+#include "ops/cuda/reduce.h"
+#include "ops/cuda/spatial.h"
+#include "ops/cuda/unary.h"
