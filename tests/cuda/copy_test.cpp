@@ -148,7 +148,9 @@ TEST_F(CudaCopy, AddMatchesTheCpuRounding) {
       Tensor device = dst0.to(gpu()), host = dst0.clone();
       device.add_(src.to(gpu()), alpha);
       host.add_(src, alpha);
-      EXPECT_TRUE(gpu_equals_cpu(device, host)) << dst_dtype << " += " << src_dtype << " * " << alpha;
+      // f64 may differ in the last bit: the host compiler and nvcc contract d + alpha * s into FMAs differently.
+      const double rtol = dst_dtype == DType::f64 ? 4e-16 : 0.0;
+      EXPECT_TRUE(testing::all_close(device.to(Device::cpu()), host, 0, rtol)) << dst_dtype << " += " << src_dtype << " * " << alpha;
     }
   }
   // Broadcast source, strided destination.
