@@ -6,6 +6,7 @@
 #include "ops/cpu/matmul.h"
 #include "ops/dispatch.h"
 #include "ops/elementwise.h"
+#include "ops/reduce.h"
 #include "ops/view.h"
 
 namespace dcae::ops {
@@ -101,9 +102,32 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
     DCAE_CHECK(bias.dtype() == x.dtype() && bias.device() == x.device(), "linear: bias ", bias.str(),
                " must match input ", x.str(), " in dtype and device");
   }
-  Tensor out = x.dim() == 1 ? squeeze(matmul(unsqueeze(x, 0), weight, false, true), 0)
-                            : matmul(x, weight, false, true);
-  return bias.defined() ? add(out, bias) : out;
+  if (x.dim() == 1) return squeeze(linear(unsqueeze(x, 0), weight, bias), 0);
+  if (!bias.defined()) return matmul(x, weight, false, true);
+  // With a bias, one kernel adds it in the GEMM's epilogue (cuBLASLt) instead of a second pass over the output.
+  Tensor out = DCAE_KERNEL(x.device(), linear_forward, x, weight, bias);
+  if (!autograd::needs_history({x, weight, bias})) return out;
+  const bool x_wants = autograd::needs_history({x}), weight_wants = autograd::needs_history({weight});
+  autograd::record("linear", {x, weight, bias}, {out},
+                   [sx = weight_wants ? SavedTensor(x) : SavedTensor(),
+                    sw = x_wants ? SavedTensor(weight) : SavedTensor()](const std::vector<Tensor>& grads,
+                                                                        const Node& node) {
+                     const Tensor& g = grads[0];
+                     Tensor gx, gw, gb;
+                     if (node.needs_input_grad(0)) gx = matmul(g, sw.get());
+                     if (node.needs_input_grad(1)) {
+                       // Rows of every batch entry together: the batch reduction happens inside one GEMM.
+                       const Tensor x_rows = sx.get().reshape({-1, sx.get().size(-1)});
+                       gw = matmul(g.reshape({-1, g.size(-1)}), x_rows, true, false);
+                     }
+                     if (node.needs_input_grad(2)) {
+                       std::vector<int64_t> leading(g.dim() - 1);
+                       for (int64_t d = 0; d + 1 < g.dim(); ++d) leading[d] = d;
+                       gb = sum(g, leading);
+                     }
+                     return std::vector<Tensor>{gx, gw, gb};
+                   });
+  return out;
 }
 
 }  // namespace dcae::ops

@@ -119,4 +119,23 @@ Tensor matmul_forward(const Tensor& a_in, const Tensor& b_in, bool transpose_a, 
   return out.to(a_in.dtype());
 }
 
+Tensor linear_forward(const Tensor& x_in, const Tensor& weight_in, const Tensor& bias_in) {
+  const Tensor x = compute_input(x_in), weight = compute_input(weight_in), bias = compute_input(bias_in);
+  const int64_t in = x.size(-1), features = weight.size(0);
+  const int64_t rows = shape_numel(Shape(x.shape().begin(), x.shape().end() - 1));
+  Shape out_shape = x.shape();
+  out_shape.back() = features;
+  Tensor out = empty(out_shape, x.dtype());
+  visit_float(x.dtype(), "linear", [&]<typename T>() {
+    const T* pb = bias.data<T>();
+    T* po = out.data<T>();
+    // The GEMM accumulates onto the bias broadcast over the rows.
+    parallel_for(rows, std::max<int64_t>(1, 4096 / std::max<int64_t>(features, 1)), [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r) std::copy(pb, pb + features, po + r * features);
+    });
+    gemm(false, true, rows, features, in, x.data<T>(), in, weight.data<T>(), in, po, features, true);
+  });
+  return out.to(x_in.dtype());
+}
+
 }  // namespace dcae::ops::cpu

@@ -18,4 +18,7 @@ void gemm(bool transpose_a, bool transpose_b, int64_t m, int64_t n, int64_t k, c
 // by the caller. Output in the input dtype (bf16/f16 computed in f32).
 Tensor matmul_forward(const Tensor& a, const Tensor& b, bool transpose_a, bool transpose_b);
 
+// x [..., in] @ weight[out, in]^T + bias[out] (x has >= 2 dims); bf16/f16 round once, after the bias is added.
+Tensor linear_forward(const Tensor& x, const Tensor& weight, const Tensor& bias);
+
 }  // namespace dcae::ops::cpu

@@ -234,6 +234,34 @@ TEST(Linear, GradientsMatchFiniteDifferences) {
   EXPECT_TRUE(gradcheck([](const std::vector<Tensor>& in) { return ops::linear(in[0], in[1]); }, {v, w}));
 }
 
+TEST(Linear, BiasIsFusedForAnyBatchShapeAndGradientsFlowToEachInput) {
+  // The bias path is one kernel with its own backward: 4-D and 1-D inputs, and each input alone requiring grad.
+  const Tensor x4 = random_tensor({2, 3, 2, 5}, 960), w = random_tensor({4, 5}, 961), bias = random_tensor({4}, 962);
+  EXPECT_TRUE(all_close(ops::linear(x4, w, bias), reference_linear(x4, w, bias), 1e-10, 1e-10));
+  EXPECT_TRUE(gradcheck([](const std::vector<Tensor>& in) { return ops::linear(in[0], in[1], in[2]); },
+                        {x4.clone().set_requires_grad(true), w.clone().set_requires_grad(true),
+                         bias.clone().set_requires_grad(true)}));
+  for (int wanted = 0; wanted < 3; ++wanted) {
+    std::vector<Tensor> in = {x4.clone(), w.clone(), bias.clone()};
+    in[wanted].set_requires_grad(true);
+    EXPECT_TRUE(gradcheck([](const std::vector<Tensor>& v) { return ops::linear(v[0], v[1], v[2]); }, in)) << wanted;
+  }
+  const Tensor v = random_tensor({5}, 963).set_requires_grad(true);
+  EXPECT_EQ(ops::linear(v, w, bias).shape(), (Shape{4}));
+  EXPECT_TRUE(gradcheck([&](const std::vector<Tensor>& in) { return ops::linear(in[0], w, in[1]); },
+                        {v, bias.clone().set_requires_grad(true)}));
+}
+
+TEST(Linear, ReducedPrecisionRoundsOnceAfterTheBias) {
+  // bf16 inputs: the product and the bias are summed in f32 and rounded to bf16 once, so the result is the
+  // f32 result rounded - bit for bit, not merely close.
+  const Tensor x = random_tensor({5, 32}, 970, DType::bf16), w = random_tensor({9, 32}, 971, DType::bf16);
+  const Tensor bias = random_tensor({9}, 972, DType::bf16);
+  const Tensor rounded_f32 =
+      ops::linear(x.to(DType::f32), w.to(DType::f32), bias.to(DType::f32)).to(DType::bf16).to(DType::f32);
+  EXPECT_TRUE(all_close(ops::linear(x, w, bias).to(DType::f32), rounded_f32, 0, 0));
+}
+
 TEST(Linear, ReducedPrecisionCloseToF32) {
   const Tensor x = random_tensor({3, 6, 48}, 950, DType::bf16);
   const Tensor w = random_tensor({20, 48}, 951, DType::bf16), bias = random_tensor({20}, 952, DType::bf16);

@@ -1,0 +1,72 @@
+// GPU convolution throughput (NHWC, bf16, batch 8) at the DC-AE shapes of the issue: 3x3 convolutions with 256
+// and 512 channels at 128^2 and 64^2, 1x1 convolutions 512 <-> 2048 at 64^2 and a depthwise 3x3 over 4096
+// channels at 16^2; forward (with bias), input gradient and weight gradient. The impl column names what the
+// autotuner picked. The same rows from PyTorch: python bench/torch_ops_peer.py conv2d
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "bench/cuda_bench_timing.h"
+#ifdef DCAE_WITH_CUDA
+#include "ops/cuda/conv2d.h"
+#endif
+
+#ifdef DCAE_WITH_CUDA
+namespace {
+
+struct ConvShape {
+  int64_t n, hw, cin, cout, k, groups;
+};
+
+std::string describe(const ConvShape& c) {
+  const int64_t pad = c.k / 2;
+  return "x[" + std::to_string(c.n) + "," + std::to_string(c.hw) + "," + std::to_string(c.hw) + "," +
+         std::to_string(c.cin) + "] w[" + std::to_string(c.cout) + "," + std::to_string(c.cin / c.groups) + "," +
+         std::to_string(c.k) + "," + std::to_string(c.k) + "] p" + std::to_string(pad) + " g" +
+         std::to_string(c.groups);
+}
+
+}  // namespace
+#endif
+
+int main() {
+#ifndef DCAE_WITH_CUDA
+  std::printf("cuda_conv2d_bench: this build has no CUDA backend (configure with -DDCAE_CUDA=ON)\n");
+  return 0;
+#else
+  using namespace dcae;
+  if (!cuda_available()) {
+    std::printf("cuda_conv2d_bench: no CUDA GPU is visible\n");
+    return 0;
+  }
+  const std::vector<ConvShape> shapes = {
+      {8, 128, 256, 256, 3, 1}, {8, 64, 256, 256, 3, 1},  {8, 128, 512, 512, 3, 1},
+      {8, 64, 512, 512, 3, 1},  {8, 64, 512, 2048, 1, 1}, {8, 64, 2048, 512, 1, 1},
+      {8, 16, 4096, 4096, 3, 4096},
+  };
+  bench::print_header();
+  const DType dtype = DType::bf16;
+  const double element = static_cast<double>(dtype_size(dtype));
+  for (const ConvShape& c : shapes) {
+    const ops::Conv2dParams params{1, c.k / 2, c.groups};
+    const Shape x_shape = {c.n, c.hw, c.hw, c.cin}, w_shape = {c.cout, c.cin / c.groups, c.k, c.k};
+    const Tensor x = bench::random_device(x_shape, dtype, 1), w = bench::random_device(w_shape, dtype, 2);
+    const Tensor bias = bench::random_device({c.cout}, dtype, 3);
+    const Tensor grad = bench::random_device({c.n, c.hw, c.hw, c.cout}, dtype, 4);
+    const double macs = static_cast<double>(c.n) * c.hw * c.hw * c.cout * (c.cin / c.groups) * c.k * c.k;
+    const double x_bytes = static_cast<double>(x.numel()) * element, y_bytes = static_cast<double>(grad.numel()) * element;
+    const double w_bytes = static_cast<double>(w.numel()) * element;
+    const std::string shape = describe(c);
+
+    double ms = bench::median_ms([&] { ops::cuda::conv2d_forward(x, w, bias, params); });
+    bench::print_row("conv2d fwd+bias", shape, ms, 2 * macs, x_bytes + w_bytes + y_bytes, ops::cuda::last_conv_algorithm());
+    ms = bench::median_ms([&] { ops::cuda::conv2d_backward_input(grad, w, x_shape, params); });
+    bench::print_row("conv2d bwd input", shape, ms, 2 * macs, x_bytes + w_bytes + y_bytes,
+                     ops::cuda::last_conv_algorithm());
+    ms = bench::median_ms([&] { ops::cuda::conv2d_backward_weight(grad, x, w_shape, params); });
+    bench::print_row("conv2d bwd weight", shape, ms, 2 * macs, x_bytes + w_bytes + y_bytes,
+                     ops::cuda::last_conv_algorithm());
+  }
+  return 0;
+#endif
+}

@@ -1,0 +1,381 @@
+#include "ops/cuda/cudnn_conv.h"
+
+#include <cudnn_graph.h>
+
+#include <algorithm>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "core/tensor/cuda/check.h"
+#include "core/tensor/cuda/stream.h"
+#include "ops/cuda/math_mode.h"
+
+namespace dcae::ops::cuda {
+
+namespace {
+
+void check_cudnn(cudnnStatus_t status, const char* call) {
+  if (status == CUDNN_STATUS_SUCCESS) return;
+  char detail[1024] = {};
+  cudnnGetLastErrorString(detail, sizeof(detail));
+  DCAE_FAIL(call, " failed: ", cudnnGetErrorString(status), detail[0] != '\0' ? std::string(": ") + detail : "");
+}
+#define DCAE_CUDNN_CHECK(call) check_cudnn((call), #call)
+
+// Unique ids of the three tensors in graphs and variant packs.
+constexpr int64_t kUidX = 'x', kUidW = 'w', kUidY = 'y', kUidBias = 'b', kUidConvOut = 'v';
+
+// One handle per device and thread (a handle carries its stream). Never destroyed: at process exit the driver
+// may be gone before thread-local destructors run.
+cudnnHandle_t handle_for(int device) {
+  thread_local std::vector<cudnnHandle_t> handles;
+  if (static_cast<int>(handles.size()) <= device) handles.resize(device + 1, nullptr);
+  if (handles[device] == nullptr) {
+    ::dcae::cuda::DeviceGuard guard(device);
+    DCAE_CUDNN_CHECK(cudnnCreate(&handles[device]));
+  }
+  return handles[device];
+}
+
+// An owned backend descriptor.
+class Descriptor {
+ public:
+  explicit Descriptor(cudnnBackendDescriptorType_t type) {
+    DCAE_CUDNN_CHECK(cudnnBackendCreateDescriptor(type, &raw_));
+  }
+  ~Descriptor() {
+    if (raw_ != nullptr) cudnnBackendDestroyDescriptor(raw_);
+  }
+  Descriptor(Descriptor&& other) noexcept : raw_(std::exchange(other.raw_, nullptr)) {}
+  Descriptor& operator=(Descriptor&& other) noexcept {
+    std::swap(raw_, other.raw_);
+    return *this;
+  }
+  Descriptor(const Descriptor&) = delete;
+  Descriptor& operator=(const Descriptor&) = delete;
+
+  cudnnBackendDescriptor_t get() const { return raw_; }
+  void set(cudnnBackendAttributeName_t name, cudnnBackendAttributeType_t type, int64_t count, const void* values) {
+    DCAE_CUDNN_CHECK(cudnnBackendSetAttribute(raw_, name, type, count, values));
+  }
+  void set_descriptor(cudnnBackendAttributeName_t name, const Descriptor& value) {
+    cudnnBackendDescriptor_t raw = value.get();
+    set(name, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &raw);
+  }
+  // Unsupported configurations fail to finalize; that is an answer, not an error.
+  bool try_finalize() { return cudnnBackendFinalize(raw_) == CUDNN_STATUS_SUCCESS; }
+  void finalize() { DCAE_CUDNN_CHECK(cudnnBackendFinalize(raw_)); }
+
+ private:
+  cudnnBackendDescriptor_t raw_ = nullptr;
+};
+
+cudnnDataType_t data_type(DType dtype) {
+  switch (dtype) {
+    case DType::f32: return CUDNN_DATA_FLOAT;
+    case DType::f64: return CUDNN_DATA_DOUBLE;
+    case DType::bf16: return CUDNN_DATA_BFLOAT16;
+    case DType::f16: return CUDNN_DATA_HALF;
+    default: break;
+  }
+  DCAE_FAIL("conv2d on CUDA supports f32, f64, bf16 and f16, got ", dtype);
+}
+
+// A 4-D tensor in cuDNN's logical order (N, C, H, W) with NHWC strides: [n, c, h, w] at n*H*W*C + (h*W + w)*C + c.
+// A virtual tensor is an intermediate of a fused graph that never reaches memory.
+Descriptor make_tensor(int64_t uid, cudnnDataType_t type, int64_t n, int64_t c, int64_t h, int64_t w,
+                       int64_t alignment, bool is_virtual = false) {
+  Descriptor t(CUDNN_BACKEND_TENSOR_DESCRIPTOR);
+  const int64_t dims[4] = {n, c, h, w};
+  const int64_t strides[4] = {h * w * c, 1, w * c, c};
+  t.set(CUDNN_ATTR_TENSOR_DATA_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &type);
+  t.set(CUDNN_ATTR_TENSOR_DIMENSIONS, CUDNN_TYPE_INT64, 4, dims);
+  t.set(CUDNN_ATTR_TENSOR_STRIDES, CUDNN_TYPE_INT64, 4, strides);
+  t.set(CUDNN_ATTR_TENSOR_UNIQUE_ID, CUDNN_TYPE_INT64, 1, &uid);
+  t.set(CUDNN_ATTR_TENSOR_BYTE_ALIGNMENT, CUDNN_TYPE_INT64, 1, &alignment);
+  if (is_virtual) t.set(CUDNN_ATTR_TENSOR_IS_VIRTUAL, CUDNN_TYPE_BOOLEAN, 1, &is_virtual);
+  t.finalize();
+  return t;
+}
+
+// The attribute names of one convolution direction: the operation descriptor and its x, w, y, conv, alpha, beta.
+struct OperationNames {
+  cudnnBackendDescriptorType_t type;
+  cudnnBackendAttributeName_t x, w, y, conv, alpha, beta;
+};
+
+OperationNames names_for(ConvDirection direction) {
+  switch (direction) {
+    case ConvDirection::forward:
+      return {CUDNN_BACKEND_OPERATION_CONVOLUTION_FORWARD_DESCRIPTOR, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_X,
+              CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_W, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_Y,
+              CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_CONV_DESC, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_ALPHA,
+              CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_BETA};
+    case ConvDirection::backward_data:
+      return {CUDNN_BACKEND_OPERATION_CONVOLUTION_BACKWARD_DATA_DESCRIPTOR,
+              CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_DX, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_W,
+              CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_DY, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_CONV_DESC,
+              CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_ALPHA, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_BETA};
+    case ConvDirection::backward_filter:
+      return {CUDNN_BACKEND_OPERATION_CONVOLUTION_BACKWARD_FILTER_DESCRIPTOR,
+              CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_X, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_DW,
+              CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_DY, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_CONV_DESC,
+              CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_ALPHA, CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_BETA};
+  }
+  DCAE_FAIL("unknown convolution direction");
+}
+
+Descriptor make_convolution(const ConvGeometry& g, DType dtype) {
+  Descriptor conv(CUDNN_BACKEND_CONVOLUTION_DESCRIPTOR);
+  const cudnnDataType_t compute = dtype == DType::f64 ? CUDNN_DATA_DOUBLE : CUDNN_DATA_FLOAT;
+  const int64_t spatial_dims = 2;
+  const cudnnConvolutionMode_t mode = CUDNN_CROSS_CORRELATION;
+  const int64_t dilations[2] = {1, 1}, strides[2] = {g.stride, g.stride}, paddings[2] = {g.pad, g.pad};
+  conv.set(CUDNN_ATTR_CONVOLUTION_SPATIAL_DIMS, CUDNN_TYPE_INT64, 1, &spatial_dims);
+  conv.set(CUDNN_ATTR_CONVOLUTION_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &compute);
+  conv.set(CUDNN_ATTR_CONVOLUTION_CONV_MODE, CUDNN_TYPE_CONVOLUTION_MODE, 1, &mode);
+  conv.set(CUDNN_ATTR_CONVOLUTION_DILATIONS, CUDNN_TYPE_INT64, 2, dilations);
+  conv.set(CUDNN_ATTR_CONVOLUTION_FILTER_STRIDES, CUDNN_TYPE_INT64, 2, strides);
+  conv.set(CUDNN_ATTR_CONVOLUTION_PRE_PADDINGS, CUDNN_TYPE_INT64, 2, paddings);
+  conv.set(CUDNN_ATTR_CONVOLUTION_POST_PADDINGS, CUDNN_TYPE_INT64, 2, paddings);
+  conv.finalize();
+  return conv;
+}
+
+// An operation graph, with every descriptor it refers to kept alive as long as plans built from it, and the
+// unique ids of its memory tensors in the order run() passes pointers: x, w, y (and the bias when fused).
+struct Graph {
+  std::vector<Descriptor> parts;
+  Descriptor graph{CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR};
+  std::vector<int64_t> uids;
+};
+
+// The convolution (one direction) alone or, with `fused_bias`, forward followed by + bias[Cout] in one graph.
+// Null when cuDNN rejects the graph.
+std::shared_ptr<Graph> build_graph(ConvDirection direction, const ConvGeometry& g, DType dtype,
+                                   const ConvAlignment& alignment, cudnnHandle_t handle, bool fused_bias) {
+  const cudnnDataType_t type = data_type(dtype);
+  const cudnnDataType_t compute = dtype == DType::f64 ? CUDNN_DATA_DOUBLE : CUDNN_DATA_FLOAT;
+  auto graph = std::make_shared<Graph>();
+  std::vector<Descriptor>& parts = graph->parts;
+  parts.reserve(12);  // up front: the references taken below must stay valid
+  const Descriptor& x = parts.emplace_back(make_tensor(kUidX, type, g.n, g.cin, g.h, g.w, alignment.x));
+  const Descriptor& w = parts.emplace_back(make_tensor(kUidW, type, g.cout, g.cin_g(), g.kh, g.kw, alignment.w));
+  // Fused, the convolution's result is a virtual fp32 intermediate and y the sum's output.
+  const Descriptor& conv_out =
+      fused_bias ? parts.emplace_back(make_tensor(kUidConvOut, compute, g.n, g.cout, g.ho, g.wo, 16, true))
+                 : parts.emplace_back(make_tensor(kUidY, type, g.n, g.cout, g.ho, g.wo, alignment.y));
+  const Descriptor& conv = parts.emplace_back(make_convolution(g, dtype));
+
+  const OperationNames names = names_for(direction);
+  Descriptor& operation = parts.emplace_back(names.type);
+  operation.set_descriptor(names.x, x);
+  operation.set_descriptor(names.w, w);
+  operation.set_descriptor(names.y, conv_out);
+  operation.set_descriptor(names.conv, conv);
+  // alpha = 1, beta = 0 (the output is overwritten, never read): double for f64 graphs, float otherwise.
+  if (dtype == DType::f64) {
+    const double alpha = 1.0, beta = 0.0;
+    operation.set(names.alpha, CUDNN_TYPE_DOUBLE, 1, &alpha);
+    operation.set(names.beta, CUDNN_TYPE_DOUBLE, 1, &beta);
+  } else {
+    const float alpha = 1.0f, beta = 0.0f;
+    operation.set(names.alpha, CUDNN_TYPE_FLOAT, 1, &alpha);
+    operation.set(names.beta, CUDNN_TYPE_FLOAT, 1, &beta);
+  }
+  if (!operation.try_finalize()) return nullptr;
+  std::vector<cudnnBackendDescriptor_t> ops = {operation.get()};
+  graph->uids = {kUidX, kUidW, kUidY};
+
+  if (fused_bias) {
+    // y = conv_out + bias, the bias a [1, Cout, 1, 1] tensor broadcast over N, H and W.
+    Descriptor bias(CUDNN_BACKEND_TENSOR_DESCRIPTOR);
+    const int64_t dims[4] = {1, g.cout, 1, 1}, strides[4] = {g.cout, 1, g.cout, g.cout};
+    bias.set(CUDNN_ATTR_TENSOR_DATA_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &type);
+    bias.set(CUDNN_ATTR_TENSOR_DIMENSIONS, CUDNN_TYPE_INT64, 4, dims);
+    bias.set(CUDNN_ATTR_TENSOR_STRIDES, CUDNN_TYPE_INT64, 4, strides);
+    bias.set(CUDNN_ATTR_TENSOR_UNIQUE_ID, CUDNN_TYPE_INT64, 1, &kUidBias);
+    bias.set(CUDNN_ATTR_TENSOR_BYTE_ALIGNMENT, CUDNN_TYPE_INT64, 1, &alignment.bias);
+    bias.finalize();
+    const Descriptor& y = parts.emplace_back(make_tensor(kUidY, type, g.n, g.cout, g.ho, g.wo, alignment.y));
+    Descriptor& add = parts.emplace_back(CUDNN_BACKEND_POINTWISE_DESCRIPTOR);
+    const cudnnPointwiseMode_t mode = CUDNN_POINTWISE_ADD;
+    add.set(CUDNN_ATTR_POINTWISE_MODE, CUDNN_TYPE_POINTWISE_MODE, 1, &mode);
+    add.set(CUDNN_ATTR_POINTWISE_MATH_PREC, CUDNN_TYPE_DATA_TYPE, 1, &compute);
+    add.finalize();
+    Descriptor& add_op = parts.emplace_back(CUDNN_BACKEND_OPERATION_POINTWISE_DESCRIPTOR);
+    add_op.set_descriptor(CUDNN_ATTR_OPERATION_POINTWISE_PW_DESCRIPTOR, add);
+    add_op.set_descriptor(CUDNN_ATTR_OPERATION_POINTWISE_XDESC, conv_out);
+    add_op.set_descriptor(CUDNN_ATTR_OPERATION_POINTWISE_BDESC, bias);
+    add_op.set_descriptor(CUDNN_ATTR_OPERATION_POINTWISE_YDESC, y);
+    if (!add_op.try_finalize()) return nullptr;
+    ops.push_back(add_op.get());
+    parts.push_back(std::move(bias));
+    graph->uids.push_back(kUidBias);
+  }
+
+  graph->graph.set(CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR, static_cast<int64_t>(ops.size()),
+                   ops.data());
+  graph->graph.set(CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle);
+  if (!graph->graph.try_finalize()) return nullptr;
+  return graph;
+}
+
+// The engine configurations cuDNN's heuristic proposes in `mode`, best first (none when it has no answer).
+std::vector<Descriptor> engine_configs(const Graph& graph, cudnnBackendHeurMode_t mode) {
+  Descriptor heuristic(CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR);
+  heuristic.set_descriptor(CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, graph.graph);
+  heuristic.set(CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, 1, &mode);
+  if (!heuristic.try_finalize()) return {};
+  int64_t count = 0;
+  if (cudnnBackendGetAttribute(heuristic.get(), CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR, 0,
+                               &count, nullptr) != CUDNN_STATUS_SUCCESS ||
+      count <= 0)
+    return {};
+  // cuDNN fills descriptors we create.
+  std::vector<Descriptor> configs;
+  std::vector<cudnnBackendDescriptor_t> raw;
+  for (int64_t i = 0; i < count; ++i) {
+    configs.emplace_back(CUDNN_BACKEND_ENGINECFG_DESCRIPTOR);
+    raw.push_back(configs.back().get());
+  }
+  int64_t returned = 0;
+  DCAE_CUDNN_CHECK(cudnnBackendGetAttribute(heuristic.get(), CUDNN_ATTR_ENGINEHEUR_RESULTS,
+                                            CUDNN_TYPE_BACKEND_DESCRIPTOR, count, &returned, raw.data()));
+  configs.erase(configs.begin() + std::min(returned, count), configs.end());
+  return configs;
+}
+
+// Whether an engine's numerics are acceptable for `dtype`; also its global index and whether its kernels are
+// compiled at run time (finalizing such a plan can take a second).
+bool acceptable_engine(const Descriptor& config, DType dtype, bool tf32, int64_t& engine_id, bool& runtime_compiled) {
+  Descriptor engine(CUDNN_BACKEND_ENGINE_DESCRIPTOR);
+  cudnnBackendDescriptor_t engine_raw = engine.get();
+  int64_t returned = 0;
+  if (cudnnBackendGetAttribute(config.get(), CUDNN_ATTR_ENGINECFG_ENGINE, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
+                               &returned, &engine_raw) != CUDNN_STATUS_SUCCESS)
+    return false;
+  engine_id = -1;
+  cudnnBackendGetAttribute(engine.get(), CUDNN_ATTR_ENGINE_GLOBAL_INDEX, CUDNN_TYPE_INT64, 1, &returned, &engine_id);
+  runtime_compiled = false;
+  cudnnBackendBehaviorNote_t behaviors[CUDNN_BEHAVIOR_NOTE_TYPE_COUNT];
+  int64_t behavior_count = 0;
+  if (cudnnBackendGetAttribute(engine.get(), CUDNN_ATTR_ENGINE_BEHAVIOR_NOTE, CUDNN_TYPE_BEHAVIOR_NOTE,
+                               CUDNN_BEHAVIOR_NOTE_TYPE_COUNT, &behavior_count, behaviors) == CUDNN_STATUS_SUCCESS)
+    for (int64_t i = 0; i < behavior_count; ++i)
+      runtime_compiled = runtime_compiled || behaviors[i] == CUDNN_BEHAVIOR_NOTE_RUNTIME_COMPILATION;
+  cudnnBackendNumericalNote_t notes[CUDNN_NUMERICAL_NOTE_TYPE_COUNT];
+  int64_t note_count = 0;
+  if (cudnnBackendGetAttribute(engine.get(), CUDNN_ATTR_ENGINE_NUMERICAL_NOTE, CUDNN_TYPE_NUMERICAL_NOTE,
+                               CUDNN_NUMERICAL_NOTE_TYPE_COUNT, &note_count, notes) != CUDNN_STATUS_SUCCESS)
+    return false;
+  const bool full_precision = dtype == DType::f32 || dtype == DType::f64;
+  for (int64_t i = 0; i < note_count; ++i) {
+    switch (notes[i]) {
+      case CUDNN_NUMERICAL_NOTE_DOWN_CONVERT_INPUTS:
+      case CUDNN_NUMERICAL_NOTE_REDUCED_PRECISION_REDUCTION:
+      case CUDNN_NUMERICAL_NOTE_FFT:
+        return false;
+      case CUDNN_NUMERICAL_NOTE_TENSOR_CORE:  // on f32 data that is TF32
+        if (dtype == DType::f32 && !tf32) return false;
+        break;
+      case CUDNN_NUMERICAL_NOTE_WINOGRAD:
+      case CUDNN_NUMERICAL_NOTE_WINOGRAD_TILE_4x4:
+      case CUDNN_NUMERICAL_NOTE_WINOGRAD_TILE_6x6:
+      case CUDNN_NUMERICAL_NOTE_WINOGRAD_TILE_13x13:
+        if (full_precision) return false;  // transform error is well above f32 rounding
+        break;
+      default: break;
+    }
+  }
+  return true;
+}
+
+class Plan final : public CudnnConvPlan {
+ public:
+  Plan(std::shared_ptr<Graph> graph, Descriptor config, Descriptor plan, int64_t workspace, int64_t engine)
+      : graph_(std::move(graph)), config_(std::move(config)), plan_(std::move(plan)), workspace_(workspace),
+        engine_(engine) {}
+  size_t workspace_bytes() const override { return static_cast<size_t>(workspace_); }
+  int64_t engine_id() const override { return engine_; }
+
+  void run(int device, void* x, void* w, void* y, void* workspace, const void* bias) const override {
+    const cudnnHandle_t handle = handle_for(device);  // the thread's handle, which the plan was built with
+    DCAE_CUDNN_CHECK(cudnnSetStream(handle, ::dcae::cuda::current_stream(device).handle()));
+    const int64_t count = static_cast<int64_t>(graph_->uids.size());
+    DCAE_CHECK((count == 4) == (bias != nullptr), "cuDNN convolution plan run ", (count == 4 ? "without" : "with"),
+               " a bias it was ", (count == 4 ? "" : "not "), "built for");
+    Descriptor pack(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR);
+    void* pointers[4] = {x, w, y, const_cast<void*>(bias)};
+    pack.set(CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR, count, pointers);
+    pack.set(CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, count, graph_->uids.data());
+    pack.set(CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1, &workspace);
+    pack.finalize();
+    DCAE_CUDNN_CHECK(cudnnBackendExecute(handle, plan_.get(), pack.get()));
+  }
+
+ private:
+  std::shared_ptr<Graph> graph_;
+  Descriptor config_;
+  Descriptor plan_;
+  int64_t workspace_;
+  int64_t engine_;
+};
+
+std::vector<std::shared_ptr<const CudnnConvPlan>> plans_for(ConvDirection direction, const ConvGeometry& g,
+                                                            DType dtype, const ConvAlignment& alignment, int device,
+                                                            int max_plans, bool fused_bias) {
+  ::dcae::cuda::DeviceGuard guard(device);
+  const cudnnHandle_t handle = handle_for(device);
+  std::vector<std::shared_ptr<const CudnnConvPlan>> plans;
+  const std::shared_ptr<Graph> graph = build_graph(direction, g, dtype, alignment, handle, fused_bias);
+  if (!graph) return plans;
+  const bool tf32 = allow_tf32();
+  // Mode A ranks the engines cuDNN expects to be fastest; the fallback mode lists engines that support nearly
+  // every problem, for when mode A has nothing usable. Runtime-compiled engines cost a compilation each: at most
+  // kMaxRuntimeCompiled of them per problem.
+  constexpr int kMaxRuntimeCompiled = 1;
+  int runtime_compiled_plans = 0;
+  for (cudnnBackendHeurMode_t mode : {CUDNN_HEUR_MODE_A, CUDNN_HEUR_MODE_FALLBACK}) {
+    for (Descriptor& config : engine_configs(*graph, mode)) {
+      if (static_cast<int>(plans.size()) >= max_plans) break;
+      int64_t engine = -1;
+      bool runtime_compiled = false;
+      if (!acceptable_engine(config, dtype, tf32, engine, runtime_compiled)) continue;
+      if (runtime_compiled && runtime_compiled_plans >= kMaxRuntimeCompiled) continue;
+      Descriptor plan(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR);
+      plan.set(CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle);
+      plan.set_descriptor(CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, config);
+      if (!plan.try_finalize()) continue;  // this engine cannot run this problem after all
+      int64_t workspace = 0, returned = 0;
+      DCAE_CUDNN_CHECK(cudnnBackendGetAttribute(plan.get(), CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE,
+                                                CUDNN_TYPE_INT64, 1, &returned, &workspace));
+      runtime_compiled_plans += runtime_compiled;
+      plans.push_back(std::make_shared<Plan>(graph, std::move(config), std::move(plan), workspace, engine));
+    }
+    if (!plans.empty()) break;
+  }
+  return plans;
+}
+
+}  // namespace
+
+std::vector<std::shared_ptr<const CudnnConvPlan>> cudnn_conv_plans(ConvDirection direction, const ConvGeometry& g,
+                                                                   DType dtype, const ConvAlignment& alignment,
+                                                                   int device, int max_plans) {
+  return plans_for(direction, g, dtype, alignment, device, max_plans, false);
+}
+
+std::vector<std::shared_ptr<const CudnnConvPlan>> cudnn_conv_bias_plans(const ConvGeometry& g, DType dtype,
+                                                                        const ConvAlignment& alignment, int device,
+                                                                        int max_plans) {
+  // Fusion support varies between cuDNN versions and problems: any rejection simply means no fused plan.
+  try {
+    return plans_for(ConvDirection::forward, g, dtype, alignment, device, max_plans, true);
+  } catch (const Error&) {
+    return {};
+  }
+}
+
+}  // namespace dcae::ops::cuda

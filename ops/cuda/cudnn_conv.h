@@ -1,0 +1,45 @@
+// Convolutions through cuDNN 9's graph (backend) API: NHWC activations, KRSC filters, fp32 accumulation.
+//
+// cudnn_conv_plans builds the one-operation graph of a problem, asks cuDNN's heuristics for engine
+// configurations, drops those whose numerics we do not accept (TF32 on f32 unless allowed, inputs converted down,
+// reduced-precision accumulation, FFT; Winograd in f32/f64) and finalizes the rest into execution plans. The
+// caller (ops/cuda/conv2d.cpp) times them and caches its choice.
+#pragma once
+#include <cstddef>
+#include <memory>
+#include <vector>
+
+#include "core/tensor/tensor.h"
+#include "ops/cuda/conv2d_geometry.h"
+
+namespace dcae::ops::cuda {
+
+class CudnnConvPlan {
+ public:
+  virtual ~CudnnConvPlan() = default;
+  virtual size_t workspace_bytes() const = 0;
+  // Runs on the current stream of `device`. x [N, H, W, Cin], w [Cout, kh, kw, Cin/g] and y [N, Ho, Wo, Cout] are
+  // contiguous buffers of the plan's dtype; the direction decides which one is written (y, x or w). `bias`
+  // [Cout] is given exactly to plans from cudnn_conv_bias_plans.
+  virtual void run(int device, void* x, void* w, void* y, void* workspace, const void* bias = nullptr) const = 0;
+  // cuDNN's engine index, for messages and benchmarks.
+  virtual int64_t engine_id() const = 0;
+};
+
+// Alignment in bytes (1..16) of the buffers the plans will see.
+struct ConvAlignment {
+  int64_t x = 16, w = 16, y = 16, bias = 16;
+};
+
+// Up to `max_plans` finalized plans, in cuDNN's order of preference; empty when cuDNN supports none.
+std::vector<std::shared_ptr<const CudnnConvPlan>> cudnn_conv_plans(ConvDirection direction, const ConvGeometry& g,
+                                                                   DType dtype, const ConvAlignment& alignment,
+                                                                   int device, int max_plans);
+
+// Plans for the forward convolution with + bias[Cout] fused into its epilogue (one pass over y instead of two),
+// where cuDNN has such an engine for the problem; empty otherwise.
+std::vector<std::shared_ptr<const CudnnConvPlan>> cudnn_conv_bias_plans(const ConvGeometry& g, DType dtype,
+                                                                        const ConvAlignment& alignment, int device,
+                                                                        int max_plans);
+
+}  // namespace dcae::ops::cuda
