@@ -42,8 +42,9 @@ struct ShardedManifest {
   nlohmann::json metadata;  // the caller's (step, recipe, ...)
 };
 
-// Collective over `comm` (every rank calls it with its own tensors, the same names in the same order). Replaces an
-// existing <dir>. Errors name the tensor and what differs between ranks.
+// Collective over `comm` (every rank calls it with its own tensors, the same names in the same order). All ranks
+// must see the same file system at `dir` (one node, or a shared one). Replaces an existing <dir>. Errors name the
+// tensor and what differs between ranks; a rank that fails to write makes every rank throw.
 void save_sharded_checkpoint(const std::string& dir, Communicator& comm, const std::vector<ShardedTensor>& tensors,
                              const nlohmann::json& metadata = nlohmann::json::object());
 
