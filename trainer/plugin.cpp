@@ -10,7 +10,7 @@ namespace dcae::trainer {
 
 namespace {
 using EntryPoint = int (*)(PluginApi*);
-constexpr const char* kEntryPoint = "dcae_plugin_register_v1";
+const std::string kEntryPoint = "dcae_plugin_register_v" + std::to_string(kPluginApiVersion);
 }  // namespace
 
 bool load_plugin(const std::string& path, Registries& registries, RecipeSchema& schema) {
@@ -29,14 +29,14 @@ bool load_plugin(const std::string& path, Registries& registries, RecipeSchema& 
     DCAE_FAIL("cannot load plugin '", path, "': ", why ? why : "unknown dlopen error");
   }
   dlerror();
-  auto entry = reinterpret_cast<EntryPoint>(dlsym(handle, kEntryPoint));
+  auto entry = reinterpret_cast<EntryPoint>(dlsym(handle, kEntryPoint.c_str()));
   if (entry == nullptr) {
     const char* why = dlerror();
     const std::string reason = why ? why : "symbol is null";
-    for (int v = 2; v <= 9; ++v) {  // a newer plugin: say so rather than just "symbol not found"
-      const std::string newer = "dcae_plugin_register_v" + std::to_string(v);
-      if (dlsym(handle, newer.c_str()) != nullptr)
-        DCAE_FAIL("plugin '", path, "' is built for plugin API v", v, " (exports ", newer, "); this trainer supports v",
+    for (int v = 1; v <= 9; ++v) {  // another version: say so rather than just "symbol not found"
+      const std::string other = "dcae_plugin_register_v" + std::to_string(v);
+      if (v != kPluginApiVersion && dlsym(handle, other.c_str()) != nullptr)
+        DCAE_FAIL("plugin '", path, "' is built for plugin API v", v, " (exports ", other, "); this trainer supports v",
                   kPluginApiVersion);
     }
     DCAE_FAIL("plugin '", path, "' exports no ", kEntryPoint, ": ", reason);

@@ -138,14 +138,20 @@ void add_schedule_section(RecipeSchema& s, const std::string& section, const std
 RecipeSchema dcae_recipe_schema() {
   RecipeSchema s;
   s.add(key("plugins", VT::string_list, json::array(),
-            "shared libraries to load first; each exports dcae_plugin_register_v1 (paths relative to the working dir)"));
+            "shared libraries to load first; each exports dcae_plugin_register_v2 (paths relative to the working dir)"));
 
   s.add(required("model.name", VT::string, "registered model: a published config (dc-ae-f32c32-in-1.0, ...) or a custom one"));
   s.add(key("model.config", VT::table, json::object(), "overrides of the named config's fields (widths, depths, ...)"));
   s.add(key("model.init_from", VT::string, "", "weights to start from (safetensors, diffusers folder or checkpoint); empty = random"));
 
-  s.add(key("data.shards", VT::string, "", "training shards (path or glob); required unless data.synthetic"));
-  s.add(key("data.eval_shards", VT::string, "", "held-out shards for evaluation (empty: hold out eval.images from data.shards)"));
+  s.add(key("data.source", VT::string, "auto",
+            "registered image source: shards, synthetic, folder, plugins; auto = synthetic if data.synthetic, "
+            "folder if data.folder, else shards"));
+  s.add(key("data.shards", VT::string, "",
+            "training shards: a file, a glob or a dcae-shard folder; required for the shards source"));
+  s.add(key("data.eval_shards", VT::string, "", "held-out shards for evaluation (empty: the last of data.shards is held out)"));
+  s.add(key("data.folder", VT::string, "", "folder of PNG/JPEG training images (the folder source)"));
+  s.add(key("data.eval_folder", VT::string, "", "held-out images for the folder source (empty: its last eval.images files)"));
   s.add(bounded(key("data.resolution", VT::integer, 256, "training image side in pixels"), 8.0));
   s.add(bounded(key("data.batch_size", VT::integer, 8, "images per micro-step on each rank"), 1.0));
   s.add(bounded(key("data.workers", VT::integer, 2, "data loader threads"), 0.0));
@@ -164,8 +170,7 @@ RecipeSchema dcae_recipe_schema() {
   s.add(bounded(key("loss.adaptive_gan_max", VT::number, 1e4, "upper clamp of the adaptive GAN weight"), 0.0));
   s.add(bounded(key("loss.disc_layers", VT::integer, 3, "PatchGAN discriminator depth (strided conv layers)"), 1.0));
   s.add(bounded(key("loss.disc_channels", VT::integer, 64, "PatchGAN discriminator base width"), 1.0));
-  s.add(one_of(key("loss.disc_norm", VT::string, "batch", "PatchGAN discriminator normalisation"),
-               {"batch", "group", "none"}));
+  s.add(one_of(key("loss.disc_norm", VT::string, "batch", "PatchGAN discriminator normalisation"), {"batch", "none"}));
   s.add(key("loss.terms", VT::table, json::object(), "extra registered loss terms by name with their weights"));
 
   add_optimizer_section(s, "optim", "the autoencoder");
@@ -206,8 +211,11 @@ RecipeSchema dcae_recipe_schema() {
   s.add(key("dist.units", VT::string_list, json::array(), "FSDP wrap units by module-name glob"));
 
   s.add_rule([](const Recipe& r) {
-    DCAE_CHECK(r.get<bool>("data.synthetic") || !r.get<std::string>("data.shards").empty(),
-               "recipe ", r.describe_origin(), ": data.shards is required unless data.synthetic = true");
+    const std::string source = r.get<std::string>("data.source");
+    const bool shards = source == "shards" ||
+                        (source == "auto" && !r.get<bool>("data.synthetic") && r.get<std::string>("data.folder").empty());
+    DCAE_CHECK(!shards || !r.get<std::string>("data.shards").empty(), "recipe ", r.describe_origin(),
+               ": data.shards is required unless data.synthetic = true or data.folder is set");
   });
   s.add_rule([](const Recipe& r) {
     DCAE_CHECK(r.get<double>("loss.lpips") == 0.0 || !r.get<std::string>("loss.lpips_weights").empty(),

@@ -2,6 +2,7 @@
 
 #include "trainer/optim/adamw.h"
 #include "trainer/optim/sgd.h"
+#include "nn/dcae/config.h"
 
 namespace dcae::trainer {
 
@@ -26,6 +27,21 @@ void register_builtins(Registries& r) {
   r.schedules.add(
       "cosine", [](const ScheduleConfig& c) -> std::unique_ptr<Schedule> { return std::make_unique<CosineSchedule>(c); },
       "linear warmup, then cosine decay to min_lr_ratio");
+  std::vector<std::string> model_names = nn::dcae_model::published_config_names();
+  model_names.push_back("dc-ae-custom");
+  for (const std::string& name : model_names) {
+    r.models.add(
+        name,
+        [](const ModelSpec& spec) {
+          return make_dcae_train_model(dcae_config_with_overrides(spec.name, spec.config), spec.name, spec.init);
+        },
+        name == "dc-ae-custom" ? "DC-AE from model.config alone (diffusers' defaults for what it leaves out)"
+                               : "published DC-AE configuration, model.config overrides its fields");
+  }
+  register_builtin_losses(r.losses);
+  r.datasets.add("shards", make_shard_source, "HDF5 shards (data.shards, data.eval_shards) through the loader");
+  r.datasets.add("synthetic", make_synthetic_source, "generated smooth images (data.synthetic_images)");
+  r.datasets.add("folder", make_folder_source, "PNG/JPEG files under data.folder, held in memory");
 }
 }  // namespace
 

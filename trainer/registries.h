@@ -1,11 +1,14 @@
 // The process-wide registries a recipe selects implementations from. Built-ins are registered on first use;
-// plugins add their own through PluginApi (trainer/plugin.h). The second half of the trainer adds models, losses,
-// datasets, metrics and exporters here (and bumps the plugin API version).
+// plugins add their own through PluginApi (trainer/plugin.h). Adding a registry here changes the plugin ABI: bump
+// kPluginApiVersion (trainer/plugin.h).
 #pragma once
 #include <functional>
 #include <memory>
 #include <vector>
 
+#include "trainer/data_sources.h"
+#include "trainer/job_model.h"
+#include "trainer/losses.h"
 #include "trainer/optim/optimizer.h"
 #include "trainer/registry.h"
 #include "trainer/schedule.h"
@@ -18,6 +21,9 @@ using ScheduleFactory = std::function<std::unique_ptr<Schedule>(const ScheduleCo
 struct Registries {
   Registry<OptimizerFactory> optimizers{"optimizer"};  // adamw, sgd
   Registry<ScheduleFactory> schedules{"lr schedule"};  // constant, cosine
+  Registry<ModelFactory> models{"model"};              // every published DC-AE name, dc-ae-custom
+  Registry<LossFactory> losses{"loss"};                // l1, mse, lpips, gan
+  Registry<DatasetFactory> datasets{"dataset"};        // shards, synthetic, folder
 };
 
 // The registries with the built-ins in place.
@@ -27,5 +33,8 @@ Registries& registries();
 std::unique_ptr<Optimizer> make_optimizer(const std::vector<nn::NamedTensor>& params, const OptimizerConfig& config,
                                           const Registries& from = registries());
 std::unique_ptr<Schedule> make_schedule(const ScheduleConfig& config, const Registries& from = registries());
+
+// The built-in loss terms (trainer/losses.cpp), for registries built by hand.
+void register_builtin_losses(Registry<LossFactory>& losses);
 
 }  // namespace dcae::trainer

@@ -1,0 +1,145 @@
+// The DC-AE training job behind dcae-trainer: everything a validated recipe describes, built once, then trained.
+//
+//   model      registries().models[model.name] with model.config overrides; model.init_from loads weights;
+//              train.trainable globs -> Module::train_only (frozen parameters: no gradient, no optimizer state and,
+//              through autograd pruning, no saved activations below the first trainable layer)
+//   precision  fp32, or bf16/fp16 *weights* (the model is cast once; every op then computes in that dtype) with
+//              fp32 master weights in the optimizer; fp16 adds dynamic loss scaling. Pixel losses are taken in f32.
+//   losses     loss.l1 / mse / lpips / gan weights and [loss.terms] name = weight for any registered term
+//   data       registries().datasets[data.source]; held-out images for evaluation
+//   loop       gradient accumulation, one gradient-sync point, clipping, non-finite skip/stop, AdamW + schedule,
+//              EMA, discriminator step; progress line + metrics.jsonl every log.every steps; evaluation (PSNR, SSIM,
+//              PNG grid) every eval.every steps and at the end; checkpoints every checkpoint.every steps and at the
+//              end, resume = "auto" continuing bit for bit.
+//
+// Run folder (log.dir, or --out): recipe.toml, metrics.jsonl, grids/step_XXXXXXXX.png, checkpoints/.
+#pragma once
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "trainer/checkpoint.h"
+#include "trainer/data_sources.h"
+#include "trainer/ema.h"
+#include "trainer/job_model.h"
+#include "trainer/loss_scaler.h"
+#include "trainer/losses.h"
+#include "trainer/metrics.h"
+#include "trainer/optim/clip.h"
+#include "trainer/recipe.h"
+#include "trainer/schedule.h"
+
+namespace dcae::trainer {
+
+struct JobOptions {
+  std::string out_dir;   // replaces log.dir when set
+  int64_t stop_at = -1;  // stop once this many steps are done, as if interrupted (no final checkpoint or eval)
+  int rank = 0, world_size = 1;
+};
+
+// The process-wide recipe schema plugins extend (plugins load once per process, so their keys live here too).
+RecipeSchema& job_schema();
+// resolve_recipe + the recipe's plugins loaded into registries() / job_schema() + validate_recipe.
+Recipe load_job_recipe(const std::string& path, const std::vector<std::string>& overrides = {});
+// "auto" -> cuda when available, else cpu; "cuda" without a GPU build is an error.
+Device resolve_device(const std::string& text);
+
+struct EvalResult {
+  int64_t step = 0;
+  int64_t images = 0;
+  double psnr = 0.0, ssim = 0.0;
+  std::optional<double> lpips;  // when the recipe trains with LPIPS (VGG16 distance on the float images)
+  std::string grid_path;  // empty when eval.grid is off
+};
+
+struct StepResult {
+  bool skipped = false;  // non-finite loss or gradient (or an fp16 overflow): no update
+  LossTerms losses;      // "loss" (weighted total), each term unweighted, gan_weight, d_loss, ...
+  double grad_norm = 0.0;
+};
+
+struct JobSummary {
+  int64_t start_step = 0, steps_done = 0;
+  bool interrupted = false;  // stopped by JobOptions::stop_at
+  double first_loss = 0.0, last_loss = 0.0;  // mean total loss of the first and last logged windows
+  std::vector<EvalResult> evals;
+  double seconds = 0.0;
+};
+
+class DcaeJob {
+ public:
+  DcaeJob(Recipe recipe, JobOptions options = {});
+  ~DcaeJob();
+  DcaeJob(const DcaeJob&) = delete;
+  DcaeJob& operator=(const DcaeJob&) = delete;
+
+  // Trains from the current step to train.steps (or options.stop_at).
+  JobSummary run();
+  // One optimizer step (train.grad_accum micro-batches); advances step().
+  StepResult train_step();
+  // PSNR/SSIM (and LPIPS when trained with) on the held-out images (EMA weights when train.ema_decay > 0 and eval.use_ema), grid PNG, metrics row.
+  EvalResult evaluate();
+  // Writes the checkpoint of the current step (rank 0) and prunes old ones.
+  std::string save();
+
+  int64_t step() const { return step_; }
+  const Recipe& recipe() const { return recipe_; }
+  nn::Module& model() { return *model_.module; }
+  const TrainModel& train_model() const { return model_; }
+  Optimizer& optimizer() { return *optim_; }
+  LossTerm* loss_term(const std::string& name);  // nullptr when the recipe does not use it
+  const std::string& run_dir() const { return run_dir_; }
+  const std::string& checkpoint_dir() const { return checkpoint_dir_; }
+  Device device() const { return device_; }
+  DType compute_dtype() const { return dtype_; }
+  // The resumed checkpoint folder, if the job continued one.
+  const std::optional<std::string>& resumed_from() const { return resumed_from_; }
+
+ private:
+  struct Term {
+    std::string name;
+    double weight;
+    std::unique_ptr<LossTerm> term;
+  };
+  void build_losses();
+  void resume();
+  CheckpointItems checkpoint_items();
+  // Data-parallel training all-reduces the gradients here, once per optimizer step (a no-op on one rank).
+  void sync_gradients();
+  // Backward of one micro-batch's losses scaled by `scale`; returns the adaptive GAN weight used (or 0).
+  double backward_micro_batch(const Tensor& reconstruction_loss, const Tensor& adversarial_loss, double scale);
+  void log_step(const StepResult& result, int64_t images);
+  bool logging_rank() const;
+
+  Recipe recipe_;
+  JobOptions options_;
+  Device device_ = Device::cpu();
+  DType dtype_ = DType::f32;
+  std::string run_dir_, checkpoint_dir_;
+  TrainModel model_;
+  std::unique_ptr<ImageSource> source_;
+  Tensor eval_images_;
+  std::vector<Term> terms_;
+  std::unique_ptr<Optimizer> optim_;
+  std::unique_ptr<Schedule> schedule_;
+  std::unique_ptr<Ema> ema_;
+  std::unique_ptr<NonFiniteTracker> nonfinite_;
+  std::unique_ptr<DynamicLossScaler> scaler_;
+  std::unique_ptr<MetricsWriter> metrics_;
+  std::unique_ptr<ProgressMeter> progress_;
+  Tensor last_layer_;  // the decoder output weight (adaptive GAN weight), when used
+  std::optional<std::string> resumed_from_;
+  int64_t step_ = 0, total_steps_ = 0, grad_accum_ = 1, batch_size_ = 1;
+  double clip_ = 0.0;
+  bool adaptive_gan_ = false;
+  double adaptive_gan_max_ = 1e4;
+  // Loss sums over the current logging window (each term averaged over the steps it was present in).
+  LossTerms window_sums_;
+  std::map<std::string, int64_t> window_counts_;
+  double first_window_loss_ = -1.0, last_window_loss_ = 0.0;
+  int64_t last_checkpoint_step_ = -1, last_eval_step_ = -1;
+};
+
+}  // namespace dcae::trainer
