@@ -50,6 +50,7 @@ struct EvalResult {
   int64_t step = 0;
   int64_t images = 0;
   double psnr = 0.0, ssim = 0.0;
+  std::optional<double> lpips;  // when the recipe trains with LPIPS (VGG16 distance on the float images)
   std::string grid_path;  // empty when eval.grid is off
 };
 
@@ -78,7 +79,7 @@ class DcaeJob {
   JobSummary run();
   // One optimizer step (train.grad_accum micro-batches); advances step().
   StepResult train_step();
-  // PSNR/SSIM on the held-out images (EMA weights when train.ema_decay > 0 and eval.use_ema), grid PNG, metrics row.
+  // PSNR/SSIM (and LPIPS when trained with) on the held-out images (EMA weights when train.ema_decay > 0 and eval.use_ema), grid PNG, metrics row.
   EvalResult evaluate();
   // Writes the checkpoint of the current step (rank 0) and prunes old ones.
   std::string save();

@@ -195,6 +195,7 @@ EvalResult DcaeJob::evaluate() {
   if (batch <= 0) batch = batch_size_;
   std::vector<Tensor> originals, reconstructions;
   std::vector<double> psnr, ssim;
+  double lpips_sum = 0.0;
   {
     autograd::NoGradGuard no_grad;
     EmaSwapGuard use_ema(recipe_.get<bool>("eval.use_ema") ? ema_.get() : nullptr);
@@ -203,7 +204,12 @@ EvalResult DcaeJob::evaluate() {
       const int64_t count = std::min(batch, n - begin);
       Tensor images = eval_images_.narrow(0, begin, count).contiguous().to(device_);
       if (dtype_ != DType::f32) images = images.to(dtype_);
-      const Tensor original = to_uint8_images(images), recon = to_uint8_images(model_.decode(model_.encode(images)));
+      const Tensor decoded = model_.decode(model_.encode(images));
+      // LPIPS (our VGG16 net, when the recipe trains with it) on the float images; the protocol's AlexNet LPIPS
+      // is not available here.
+      if (LossTerm* lpips = loss_term("lpips"))
+        lpips_sum += static_cast<double>(count) * lpips->compute(ops::clamp(decoded, -1.0, 1.0), images, step_).item<double>();
+      const Tensor original = to_uint8_images(images), recon = to_uint8_images(decoded);
       for (double v : psnr_u8(recon, original)) psnr.push_back(v);
       for (double v : ssim_u8(recon, original)) ssim.push_back(v);
       originals.push_back(original);
@@ -214,6 +220,7 @@ EvalResult DcaeJob::evaluate() {
   result.images = n;
   result.psnr = mean_of(psnr);
   result.ssim = mean_of(ssim);
+  if (loss_term("lpips") != nullptr) result.lpips = lpips_sum / static_cast<double>(n);
   last_eval_step_ = step_;
   if (!logging_rank()) return result;
   if (recipe_.get<bool>("eval.grid")) {
@@ -230,7 +237,9 @@ EvalResult DcaeJob::evaluate() {
     fs::create_directories(fs::path(result.grid_path).parent_path());
     datasets::write_png(result.grid_path, datasets::image_grid(tiles, shown));
   }
-  metrics_->write({{"step", step_}, {"split", "eval"}, {"psnr", result.psnr}, {"ssim", result.ssim}, {"images", n}});
+  nlohmann::json row = {{"step", step_}, {"split", "eval"}, {"psnr", result.psnr}, {"ssim", result.ssim}, {"images", n}};
+  if (result.lpips) row["lpips"] = *result.lpips;
+  metrics_->write(row);
   LOG(INFO) << "eval step " << step_ << ": PSNR " << result.psnr << " dB, SSIM " << result.ssim << " on " << n
             << " held-out images" << (result.grid_path.empty() ? "" : "; grid " + result.grid_path);
   return result;

@@ -123,7 +123,9 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
     if (e.end > data_size) fail("entry '", name, "' ends at byte ", e.end, " of a ", data_size, "-byte data section");
     entries_.push_back(std::move(e));
   }
-  std::sort(entries_.begin(), entries_.end(), [](const auto& a, const auto& b) { return a.begin < b.begin; });
+  // Empty tensors may sit at the same offset as the next tensor: order by (begin, end) so they come first.
+  std::sort(entries_.begin(), entries_.end(),
+            [](const auto& a, const auto& b) { return a.begin != b.begin ? a.begin < b.begin : a.end < b.end; });
   uint64_t cursor = 0;
   for (const auto& e : entries_) {
     if (e.begin != cursor)

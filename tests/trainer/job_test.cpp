@@ -279,6 +279,9 @@ TEST(DcaeJob, LpipsTermReadsItsWeightsFile) {
                           "[loss]\nlpips = 0.5\nlpips_weights = \"" + dir.file("lpips.safetensors") + "\"\n"));
   const StepResult r = job.train_step();
   EXPECT_GT(term(r, "lpips"), 0.0);
+  const EvalResult eval = job.evaluate();  // evaluation reports LPIPS too when the recipe trains with it
+  ASSERT_TRUE(eval.lpips.has_value());
+  EXPECT_GT(*eval.lpips, 0.0);
   EXPECT_NEAR(term(r, "loss"), term(r, "l1") + 0.5 * term(r, "lpips"), 1e-6);
   // The same distance the net computes on its own is what the term returns.
   LossSpec spec;
