@@ -14,8 +14,8 @@ AdamW::AdamW(std::vector<ParamGroup> groups, double beta1, double beta2, double 
 void AdamW::update(const ParamGroup& group, const std::string& name, const Tensor& master, const Tensor& grad,
                    ParamState& state) {
   if (state.slots.empty()) {
-    state.slots["exp_avg"] = zeros(master.shape(), master.dtype());
-    state.slots["exp_avg_sq"] = zeros(master.shape(), master.dtype());
+    state.slots["exp_avg"] = zeros(master.shape(), master.dtype(), master.device());
+    state.slots["exp_avg_sq"] = zeros(master.shape(), master.dtype(), master.device());
   }
   ++state.step;
   AdamWHyper h;
