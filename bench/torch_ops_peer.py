@@ -132,9 +132,33 @@ def bench_attention(reps):
         print_row("sdpa bwd", name, ms, 2.5 * flops, 7 * elements * 2)
 
 
+# ---- GLUMBConv's gate: a * silu(g) over the two channel halves ------------------------------------------------
+
+
+def silu_gate(x):
+    a, g = x.chunk(2, dim=-1)
+    return a * F.silu(g)
+
+
+def bench_glu(reps):
+    for side, channels in ((32, 512), (16, 1024)):
+        shape = (8, side, side, 8 * channels)
+        name = shape_str(shape) + " bf16"
+        outputs = math.prod(shape) // 2
+        x = torch.randn(shape, device=DEV, dtype=BF16, requires_grad=True)
+        dy = torch.randn((8, side, side, 4 * channels), device=DEV, dtype=BF16)
+        with torch.no_grad():
+            ms = median_ms(lambda: silu_gate(x), reps=reps)
+        print_row("silu_gate fwd", name, ms, 6 * outputs, 6 * outputs)
+        y = silu_gate(x)
+        ms = median_ms(lambda: torch.autograd.grad(y, x, dy, retain_graph=True), reps=reps)
+        print_row("silu_gate bwd", name, ms, 12 * outputs, 10 * outputs)
+
+
 FAMILIES = {
     "norm": bench_norm,
     "attention": bench_attention,
+    "glu": bench_glu,
 }
 
 

@@ -5,6 +5,7 @@
 #include "ops/cuda/attention.h"
 #include "ops/cuda/elementwise.h"
 #include "ops/cuda/embedding.h"
+#include "ops/cuda/glu.h"
 #include "ops/cuda/norm.h"
 #include "ops/cuda/reduce.h"
 #include "ops/cuda/softmax.h"

@@ -66,7 +66,7 @@ __device__ __forceinline__ double root(double a) { return __dsqrt_rn(a); }
 template <typename T>
 __global__ void __launch_bounds__(kThreads) adamw_kernel(const TensorArgs<T>* tensors, const Chunk* chunks) {
   const Chunk chunk = chunks[blockIdx.x];
-  const TensorArgs<T>& a = tensors[chunk.tensor];
+  const TensorArgs<T> a = tensors[chunk.tensor];  // a register copy: the stores below cannot alias it
   const int64_t end = min(chunk.begin + kChunkElements, a.numel);
   for (int64_t i = chunk.begin + threadIdx.x; i < end; i += kThreads) {
     const T g = load_grad<T>(a.grad, a.grad_dtype, i);
