@@ -195,8 +195,8 @@ TEST_F(CudaAttention, ErrorsNameTheShapes) {
   const Tensor q = zeros({1, 2, 3, 8}, DType::f32, gpu()), k = zeros({1, 2, 5, 8}, DType::f32, gpu());
   testing::expect_error([&] { ops::scaled_dot_product_attention(q, zeros({1, 2, 5, 4}, DType::f32, gpu()), k); },
                         {"scaled_dot_product_attention", "[1, 2, 5, 4]"});
-  testing::expect_error([&] { ops::scaled_dot_product_attention(q, k, k, zeros({3, 5}, DType::f32, gpu())); },
-                        {"mask", "[3, 5]", "[1, 2, 3, 5]"});
+  testing::expect_error([&] { ops::scaled_dot_product_attention(q, k, k, zeros({4, 5}, DType::f32, gpu())); },
+                        {"mask", "[4, 5]", "[1, 2, 3, 5]"});
   testing::expect_error([&] { ops::scaled_dot_product_attention(q, k.to(Device::cpu()), k); }, {"different devices"});
 }
 
