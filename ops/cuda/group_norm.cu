@@ -171,12 +171,6 @@ const T* param_ptr(const Tensor& p) {
   return p.defined() ? static_cast<const T*>(p.raw_data()) : nullptr;
 }
 
-void check_parameter(const char* op, const Tensor& p, const Tensor& x) {
-  if (!p.defined()) return;
-  DCAE_CHECK(p.dtype() == x.dtype() && p.numel() == x.size(-1) && p.device() == x.device(), op, ": parameter ",
-             p.str(), " does not match x ", x.str());
-}
-
 // Normalizes x (contiguous) with per-(segment, group) mean and var given as f64 device arrays; fills the saved
 // statistics mean_out/rstd_out ([segments * groups] in the stat dtype).
 Tensor normalize(const char* op, const Tensor& x, const Layout& s, const Tensor& group_mean, const Tensor& group_var,

@@ -10,6 +10,13 @@ using namespace ::dcae::cuda;
 
 constexpr int kWarp = 32;
 
+// x's per-channel affine parameter: [C] in x's dtype on x's device (undefined: absent).
+inline void check_parameter(const char* op, const Tensor& p, const Tensor& x) {
+  if (!p.defined()) return;
+  DCAE_CHECK(p.dtype() == x.dtype() && p.numel() == x.size(-1) && p.device() == x.device(), op, ": parameter ",
+             p.str(), " does not match x ", x.str());
+}
+
 // The dtype of saved statistics: f64 for f64 inputs, f32 otherwise.
 inline DType stat_dtype(DType dtype) { return dtype == DType::f64 ? DType::f64 : DType::f32; }
 
