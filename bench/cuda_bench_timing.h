@@ -63,5 +63,10 @@ inline void print_row(const std::string& op, const std::string& shape, double ms
   std::fflush(stdout);
 }
 
+// The row without an implementation note (norm/attention benches).
+inline void print_row(const std::string& op, const std::string& shape, double ms, double flops, double bytes) {
+  print_row(op, shape, ms, flops, bytes, "dcae");
+}
+
 }  // namespace dcae::bench
 #endif

@@ -11,11 +11,10 @@ AdamW::AdamW(std::vector<ParamGroup> groups, double beta1, double beta2, double 
   DCAE_CHECK(eps >= 0.0, "AdamW: eps must be >= 0, got ", eps);
 }
 
-void AdamW::update(const ParamGroup& group, const std::string& name, const Tensor& master, const Tensor& grad,
-                   ParamState& state) {
+AdamWHyper AdamW::begin_update(const ParamGroup& group, const Tensor& master, ParamState& state) const {
   if (state.slots.empty()) {
-    state.slots["exp_avg"] = zeros(master.shape(), master.dtype());
-    state.slots["exp_avg_sq"] = zeros(master.shape(), master.dtype());
+    state.slots["exp_avg"] = zeros(master.shape(), master.dtype(), master.device());
+    state.slots["exp_avg_sq"] = zeros(master.shape(), master.dtype(), master.device());
   }
   ++state.step;
   AdamWHyper h;
@@ -25,7 +24,23 @@ void AdamW::update(const ParamGroup& group, const std::string& name, const Tenso
   h.eps = eps_;
   h.weight_decay = group.weight_decay;
   h.step = state.step;
+  return h;
+}
+
+void AdamW::update(const ParamGroup& group, const std::string&, const Tensor& master, const Tensor& grad,
+                   ParamState& state) {
+  const AdamWHyper h = begin_update(group, master, state);
   adamw_update(master, grad, state.slots.at("exp_avg"), state.slots.at("exp_avg_sq"), h);
+}
+
+void AdamW::update_all(const std::vector<PendingUpdate>& updates) {
+  std::vector<AdamWTensors> batch;
+  batch.reserve(updates.size());
+  for (const PendingUpdate& u : updates) {
+    const AdamWHyper h = begin_update(*u.group, u.master, *u.state);
+    batch.push_back({u.master, u.grad, u.state->slots.at("exp_avg"), u.state->slots.at("exp_avg_sq"), u.param, h});
+  }
+  adamw_update_many(batch);
 }
 
 }  // namespace dcae::trainer

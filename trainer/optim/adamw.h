@@ -3,6 +3,7 @@
 // weight_decay 0 (see build_param_groups).
 #pragma once
 #include "trainer/optim/optimizer.h"
+#include "trainer/optim/update_math.h"
 
 namespace dcae::trainer {
 
@@ -16,8 +17,13 @@ class AdamW final : public Optimizer {
  protected:
   void update(const ParamGroup& group, const std::string& name, const Tensor& master, const Tensor& grad,
               ParamState& state) override;
+  // Every parameter in one adamw_update_many call: one fused kernel launch on GPU.
+  void update_all(const std::vector<PendingUpdate>& updates) override;
 
  private:
+  // Creates the moments on first use and counts the step; returns the hyperparameters of this update.
+  AdamWHyper begin_update(const ParamGroup& group, const Tensor& master, ParamState& state) const;
+
   double beta1_, beta2_, eps_;
 };
 

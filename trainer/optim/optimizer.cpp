@@ -92,8 +92,9 @@ Optimizer::Optimizer(std::vector<ParamGroup> groups) : groups_(std::move(groups)
     for (size_t i = 0; i < groups_[g].params.size(); ++i) {
       const auto& [name, t] = groups_[g].params[i];
       DCAE_CHECK(index_.count(name) == 0, "optimizer: parameter '", name, "' is in two param groups");
-      DCAE_CHECK(t.device().is_cpu(), "optimizer: parameter '", name, "' is ", t.str(),
-                 "; only CPU parameters are updated until the CUDA kernel lands");
+      DCAE_CHECK(flat.empty() || t.device() == flat.front().device(), "optimizer: parameter '", name, "' is ",
+                 t.str(), ", but the first parameter is on ", flat.front().device(),
+                 " (one optimizer updates parameters of one device)");
       index_[name] = Index{g, i, flat.size()};
       flat.push_back(t);
     }
@@ -102,6 +103,7 @@ Optimizer::Optimizer(std::vector<ParamGroup> groups) : groups_(std::move(groups)
 }
 
 void Optimizer::step() {
+  std::vector<PendingUpdate> updates;
   for (const ParamGroup& group : groups_) {
     for (const auto& [name, param] : group.params) {
       const Tensor& grad = param.grad();
@@ -109,11 +111,18 @@ void Optimizer::step() {
       DCAE_CHECK(grad.shape() == param.shape(), "optimizer: gradient ", grad.str(), " of '", name, "' does not match ",
                  param.str());
       const Index& at = index_.at(name);
-      const Tensor& master = masters_.master(at.master);
-      update(group, name, master, grad.contiguous(), states_[name]);
-      master.bump_version();
-      masters_.write_back(at.master);
+      updates.push_back({&group, &name, masters_.master(at.master), grad.contiguous(),
+                         masters_.has_copy(at.master) ? masters_.param(at.master) : Tensor(), &states_[name]});
     }
+  }
+  update_all(updates);
+  for (const PendingUpdate& u : updates) u.master.bump_version();
+}
+
+void Optimizer::update_all(const std::vector<PendingUpdate>& updates) {
+  for (const PendingUpdate& u : updates) {
+    update(*u.group, *u.name, u.master, u.grad, *u.state);
+    if (u.param.defined()) Tensor(u.param).copy_(u.master);
   }
 }
 
@@ -219,8 +228,10 @@ void Optimizer::load_state(const std::map<std::string, Tensor>& tensors, const j
     if (!param_state.contains(name)) continue;
     ParamState& state = states[name];
     state.step = param_state[name].at("step").get<int64_t>();
-    for (const std::string& slot : param_state[name].at("slots").get<std::vector<std::string>>())
-      state.slots[slot] = tensor(slot + "." + name, master).clone();
+    for (const std::string& slot : param_state[name].at("slots").get<std::vector<std::string>>()) {
+      const Tensor& saved = tensor(slot + "." + name, master);  // state lives on the master's device
+      state.slots[slot] = saved.device() == master.device() ? saved.clone() : saved.to(master.device());
+    }
   }
   for (const auto& [key, value] : tensors) {
     const size_t dot = key.find('.');

@@ -105,6 +105,18 @@ class Optimizer {
   virtual void update(const ParamGroup& group, const std::string& name, const Tensor& master, const Tensor& grad,
                       ParamState& state) = 0;
 
+  // One parameter's share of a step: what update() receives, plus the bf16/f16 parameter the master is written back
+  // to (undefined when the parameter is its own master).
+  struct PendingUpdate {
+    const ParamGroup* group;
+    const std::string* name;
+    Tensor master, grad, param;
+    ParamState* state;
+  };
+  // Applies every update of a step. The default runs update() per parameter and writes each master back; an
+  // optimizer with a fused multi-tensor kernel (AdamW on GPU) overrides it and writes the parameters itself.
+  virtual void update_all(const std::vector<PendingUpdate>& updates);
+
  private:
   struct Index {
     size_t group;

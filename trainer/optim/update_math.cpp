@@ -3,14 +3,26 @@
 #include <cmath>
 
 #include "ops/cpu/cpu_util.h"
+#ifdef DCAE_WITH_CUDA
+#include "trainer/cuda/multi_tensor_adamw.h"
+#endif
 
 namespace dcae::trainer {
 
 namespace {
 
-void check_operands(const char* op, const Tensor& param, const Tensor& grad, std::initializer_list<Tensor> state) {
-  DCAE_CHECK(param.device().is_cpu() && grad.device().is_cpu(), op, ": CPU tensors expected, got ", param.str(),
-             " and gradient ", grad.str());
+void check_operands(const char* op, const Tensor& param, const Tensor& grad, std::initializer_list<Tensor> state,
+                    bool allow_gpu = false) {
+  if (allow_gpu && param.device().is_cuda()) {
+    DCAE_CHECK(grad.device() == param.device(), op, ": gradient ", grad.str(), " is not on the device of ", param.str());
+    for (const Tensor& s : state)
+      DCAE_CHECK(s.device() == param.device(), op, ": state ", s.str(), " is not on the device of ", param.str());
+  } else {
+    DCAE_CHECK(param.device().is_cpu() && grad.device().is_cpu(), op, ": CPU tensors expected, got ", param.str(),
+               " and gradient ", grad.str());
+    for (const Tensor& s : state)
+      DCAE_CHECK(s.device().is_cpu(), op, ": CPU tensors expected, got state ", s.str(), " for ", param.str());
+  }
   DCAE_CHECK(param.dtype() == DType::f32 || param.dtype() == DType::f64, op, ": parameter (master) must be f32 or f64, got ",
              param.str());
   DCAE_CHECK(param.is_contiguous() && grad.is_contiguous(), op, ": contiguous operands expected");
@@ -27,7 +39,8 @@ constexpr int64_t kGrain = 1 << 14;
 
 void adamw_update(const Tensor& param, const Tensor& grad, const Tensor& exp_avg, const Tensor& exp_avg_sq,
                   const AdamWHyper& h) {
-  check_operands("adamw_update", param, grad, {exp_avg, exp_avg_sq});
+  check_operands("adamw_update", param, grad, {exp_avg, exp_avg_sq}, /*allow_gpu=*/true);
+  if (param.device().is_cuda()) return adamw_update_many({{param, grad, exp_avg, exp_avg_sq, Tensor(), h}});
   const double bias_correction1 = 1.0 - std::pow(h.beta1, static_cast<double>(h.step));
   const double bias_correction2_sqrt = std::sqrt(1.0 - std::pow(h.beta2, static_cast<double>(h.step)));
   ops::cpu::visit_float(param.dtype(), "adamw_update", [&]<typename T>() {
@@ -57,6 +70,31 @@ void adamw_update(const Tensor& param, const Tensor& grad, const Tensor& exp_avg
       }
     });
   });
+}
+
+void adamw_update_many(const std::vector<AdamWTensors>& tensors) {
+  if (tensors.empty()) return;
+  const Device device = tensors.front().master.device();
+  for (const AdamWTensors& t : tensors) {
+    check_operands("adamw_update_many", t.master, t.grad, {t.exp_avg, t.exp_avg_sq}, /*allow_gpu=*/true);
+    DCAE_CHECK(t.master.device() == device, "adamw_update_many: every tensor must be on ", device, ", got ",
+               t.master.str());
+    if (t.param.defined())
+      DCAE_CHECK(t.param.shape() == t.master.shape() && t.param.device() == device && t.param.is_contiguous() &&
+                     is_floating(t.param.dtype()),
+                 "adamw_update_many: param ", t.param.str(), " does not match master ", t.master.str());
+  }
+  if (device.is_cuda()) {
+#ifdef DCAE_WITH_CUDA
+    return cuda::multi_tensor_adamw(tensors);
+#else
+    DCAE_FAIL("adamw_update_many: ", device, " tensors, but this build has no CUDA backend");
+#endif
+  }
+  for (const AdamWTensors& t : tensors) {
+    adamw_update(t.master, t.grad, t.exp_avg, t.exp_avg_sq, t.hyper);
+    if (t.param.defined() && !t.param.is_same(t.master)) Tensor(t.param).copy_(t.master);
+  }
 }
 
 void sgd_update(const Tensor& param, const Tensor& grad, const Tensor& momentum_buffer, const SgdHyper& h) {

@@ -1,7 +1,9 @@
 // The per-element optimizer updates, one function each, on contiguous CPU tensors with plain loops. They are the
-// only place the update math lives, so a fused CUDA kernel can replace them one for one.
+// only place the update math lives, so a fused CUDA kernel can replace them one for one: AdamW on GPU tensors runs
+// the fused multi-tensor kernel of trainer/cuda/multi_tensor_adamw.cu (same operation order and rounding).
 #pragma once
 #include <cstdint>
+#include <vector>
 
 #include "core/tensor/tensor.h"
 
@@ -20,8 +22,21 @@ struct AdamWHyper {
 //   p *= 1 - lr*wd;  m += (1-b1)(g - m);  v = b2 v + (1-b2) g^2;
 //   p -= lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps)
 // param, exp_avg, exp_avg_sq: same shape and dtype (f32 or f64), contiguous. grad: any float dtype, contiguous.
+// All on the CPU, or all on one GPU (then one fused kernel launch).
 void adamw_update(const Tensor& param, const Tensor& grad, const Tensor& exp_avg, const Tensor& exp_avg_sq,
                   const AdamWHyper& h);
+
+// One tensor of a multi-tensor AdamW step: `master` (f32/f64) is updated as by adamw_update, with its own
+// hyperparameters (lr, weight decay and step differ by group and parameter); `param`, when defined (the bf16/f16 or
+// f32 model weight of the same shape, contiguous), receives the updated master rounded to its dtype.
+struct AdamWTensors {
+  Tensor master, grad, exp_avg, exp_avg_sq, param;
+  AdamWHyper hyper;
+};
+
+// Every entry's update. GPU tensors (all on one device): one kernel launch per master dtype over the whole list;
+// CPU tensors: adamw_update per entry, then the copy into param.
+void adamw_update_many(const std::vector<AdamWTensors>& tensors);
 
 struct SgdHyper {
   double lr = 1e-2;

@@ -1,0 +1,50 @@
+// What the scaled dot-product attention kernels (attention_simt.cu, attention_mma.cu) receive from the host side
+// (attention.cu). Plain data, usable in host and device code.
+#pragma once
+#include <cstdint>
+
+#include "core/tensor/cuda/stream.h"
+#include "core/tensor/dtype.h"
+
+namespace dcae::ops::cuda::attention_detail {
+
+// Element strides of one [B, H, L, D] operand over (B, H, L); the last dim is contiguous.
+struct Strides3 {
+  int64_t b = 0, h = 0, l = 0;
+};
+
+struct AttentionParams {
+  // Inputs in the storage dtype (q's); grad is dO (backward only).
+  const void* q = nullptr;
+  const void* k = nullptr;
+  const void* v = nullptr;
+  const void* grad = nullptr;
+  Strides3 q_strides, k_strides, v_strides, grad_strides;
+  // Additive mask in the compute dtype (f32, or f64 for f64 inputs), strides over (B, H, Lq, Lk), 0 where it
+  // broadcasts; null when there is none.
+  const void* mask = nullptr;
+  int64_t mask_strides[4] = {0, 0, 0, 0};
+  // Outputs, contiguous: out/dq/dk/dv in the storage dtype, lse [B, H, Lq], di [B, H, Lq] and dscores
+  // [B, H, Lq, Lk] in the compute dtype. lse is written by forward and read by backward; di is backward scratch.
+  void* out = nullptr;
+  void* lse = nullptr;
+  void* dq = nullptr;
+  void* dk = nullptr;
+  void* dv = nullptr;
+  void* di = nullptr;
+  void* dscores = nullptr;
+  int64_t batch = 0, heads = 0, lq = 0, lk = 0, d = 0, dv_dim = 0;
+  double scale = 1.0;
+};
+
+// attention_simt.cu: every float dtype and head size. Forward fills out and lse; backward fills dq, dk, dv (and
+// dscores when set), using di as scratch.
+void simt_attention_forward(const AttentionParams& p, DType dtype, ::dcae::cuda::StreamHandle stream);
+void simt_attention_backward(const AttentionParams& p, DType dtype, ::dcae::cuda::StreamHandle stream);
+
+// attention_mma.cu: bf16/f16 on tensor cores, for mma_attention_supported() shapes.
+bool mma_attention_supported(DType dtype, int64_t d, int64_t dv);
+void mma_attention_forward(const AttentionParams& p, DType dtype, ::dcae::cuda::StreamHandle stream);
+void mma_attention_backward(const AttentionParams& p, DType dtype, ::dcae::cuda::StreamHandle stream);
+
+}  // namespace dcae::ops::cuda::attention_detail
