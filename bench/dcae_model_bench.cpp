@@ -12,7 +12,10 @@
 #include "core/autograd/grad_mode.h"
 #include "core/tensor/philox.h"
 #include "nn/dcae/model.h"
+#include "ops/elementwise.h"
 #include "ops/loss.h"
+#include "ops/reduce.h"
+#include "ops/unary.h"
 #include "ops/view.h"
 #include "trainer/optim/optimizer.h"
 #include "trainer/registries.h"
@@ -83,10 +86,28 @@ int run(const po::variables_map& vm) {
   normal_(images, 0.0, 0.5, gen);
   cuda::CachingAllocator& allocator = cuda::caching_allocator(0);
   double ms = 0;
+  if (mode == "bf16check") {
+    // Issue 4's check: the same weights and images in fp32 and in bf16; relative L2 of latents and reconstructions.
+    model.eval();
+    autograd::NoGradGuard no_grad;
+    const Tensor latent32 = model.encode(images), recon32 = model.decode(latent32);
+    model.to(DType::bf16);
+    const Tensor latent16 = model.encode(images.to(DType::bf16)), recon16 = model.decode(latent16);
+    auto rel_l2 = [](const Tensor& a, const Tensor& ref) {
+      const Tensor diff = ops::sub(ops::cast(a, DType::f32), ref);
+      return std::sqrt(ops::sum(ops::square(diff)).item<double>() / ops::sum(ops::square(ref)).item<double>());
+    };
+    std::cout << "| dcae bf16 vs fp32 | " << model_name << " | " << res << " | " << batch << " | latent rel L2 "
+              << rel_l2(latent16, latent32) << " | reconstruction rel L2 " << rel_l2(recon16, recon32) << " |"
+              << std::endl;
+    return 0;
+  }
   if (mode == "train") {
     trainer::OptimizerConfig config;
     config.lr = 1e-4;
     model.to(DType::bf16);  // weights in bf16; the optimizer keeps fp32 masters
+    if (vm.count("trainable")) model.train_only(vm["trainable"].as<std::vector<std::string>>());
+    std::cout << "trainable parameters: " << model.num_parameters(true) << std::endl;
     auto optim = trainer::make_optimizer(model.named_parameters(), config);
     const Tensor input = images.to(DType::bf16);
     model.train();
@@ -122,10 +143,12 @@ int main(int argc, char** argv) {
   po::options_description options("dcae_model_bench");
   options.add_options()("help", "this help")(
       "model", po::value<std::string>()->default_value("dc-ae-f64c128-in-1.0"), "published configuration")(
-      "mode", po::value<std::string>()->default_value("train"), "train | encode | decode")(
+      "mode", po::value<std::string>()->default_value("train"), "train | encode | decode | bf16check")(
       "res", po::value<int64_t>()->default_value(256), "image side")(
       "batch", po::value<int64_t>()->default_value(32), "images per step")(
-      "iters", po::value<int>()->default_value(10), "timed repetitions (median reported)");
+      "iters", po::value<int>()->default_value(10), "timed repetitions (median reported)")(
+      "trainable", po::value<std::vector<std::string>>()->multitoken(),
+      "train only parameters matching these globs (phase 2/3 style); default all");
   po::variables_map vm;
   po::store(po::parse_command_line(argc, argv, options), vm);
   if (vm.count("help")) {

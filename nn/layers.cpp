@@ -82,7 +82,7 @@ Tensor BatchNorm2d::forward(const Tensor& x) {
   const bool training = is_training();
   if (training) {
     autograd::NoGradGuard no_grad;
-    num_batches_tracked.add_(ones({}, DType::i64));
+    num_batches_tracked.add_(ones({}, DType::i64, num_batches_tracked.device()));
   }
   return ops::batch_norm(x, weight, bias, running_mean, running_var, training, momentum_, eps_);
 }

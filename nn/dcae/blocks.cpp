@@ -2,6 +2,7 @@
 
 #include "ops/attention.h"
 #include "ops/elementwise.h"
+#include "ops/glu.h"
 #include "ops/join.h"
 #include "ops/matmul.h"
 #include "ops/spatial.h"
@@ -69,9 +70,7 @@ GLUMBConv::GLUMBConv(int64_t channels, InitOptions init) {
 
 Tensor GLUMBConv::forward(const Tensor& x) {
   const Tensor h = conv_depth_->forward(ops::silu(conv_inverted_->forward(x)));
-  const std::vector<Tensor> halves = ops::chunk(h, 2, -1);
-  const Tensor gated = ops::mul(halves[0], ops::silu(halves[1]));
-  return ops::add(x, norm_->forward(conv_point_->forward(gated)));
+  return ops::add(x, norm_->forward(conv_point_->forward(ops::silu_gate(h))));  // first half * silu(second half)
 }
 
 EfficientViTBlock::EfficientViTBlock(int64_t channels, int64_t head_dim, const std::vector<int64_t>& scales,
