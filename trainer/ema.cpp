@@ -2,7 +2,9 @@
 
 #include <algorithm>
 
+#include "core/autograd/grad_mode.h"
 #include "ops/cpu/cpu_util.h"
+#include "ops/elementwise.h"
 
 namespace dcae::trainer {
 
@@ -13,7 +15,8 @@ Ema::Ema(std::vector<nn::NamedTensor> params, double decay, bool warmup)
     DCAE_CHECK(is_floating(p.dtype()), "EMA: parameter '", name, "' is ", p.str(), ", not floating point");
     const DType shadow_dtype = p.dtype() == DType::f64 ? DType::f64 : DType::f32;
     DCAE_CHECK(index_.emplace(name, shadows_.size()).second, "EMA: parameter '", name, "' given twice");
-    shadows_.emplace_back(name, p.detach().to(Device::cpu()).to(shadow_dtype).clone());
+    // Shadows live where the parameter lives, so a GPU run never moves weights to the host to average them.
+    shadows_.emplace_back(name, p.detach().to(shadow_dtype).clone());
   }
 }
 
@@ -43,6 +46,12 @@ void Ema::update_from(const std::vector<nn::NamedTensor>& values) {
   for (size_t i = 0; i < shadows_.size(); ++i) {
     const Tensor& shadow = shadows_[i].second;
     DCAE_CHECK(ordered[i] != nullptr, "EMA update: no value for '", shadows_[i].first, "'");
+    if (!shadow.device().is_cpu()) {
+      autograd::NoGradGuard no_grad;
+      const Tensor value = ordered[i]->detach().to(shadow.device()).to(shadow.dtype());
+      Tensor(shadow).add_(ops::sub(value, shadow), 1.0 - d);  // lerp toward the weight, on the device
+      continue;
+    }
     const Tensor value = ordered[i]->detach().to(Device::cpu()).to(shadow.dtype()).contiguous();
     ops::cpu::visit_float(shadow.dtype(), "EMA update", [&]<typename T>() {
       T* s = shadow.data<T>();

@@ -4,6 +4,13 @@
 
 #include <cmath>
 
+#include "core/autograd/grad_mode.h"
+#include "ops/elementwise.h"
+#include "ops/join.h"
+#include "ops/reduce.h"
+#include "ops/unary.h"
+#include "ops/view.h"
+
 namespace dcae::trainer {
 
 namespace {
@@ -11,7 +18,7 @@ namespace {
 // Calls fn(pointer, n) with T the gradient's element type, on a contiguous CPU gradient.
 template <typename Fn>
 void visit_grad(const Tensor& grad, const char* op, Fn&& fn) {
-  DCAE_CHECK(grad.device().is_cpu(), op, ": gradient ", grad.str(), " is not on the CPU (CUDA path comes later)");
+  DCAE_CHECK(grad.device().is_cpu(), op, ": gradient ", grad.str(), " is not on the CPU (device gradients take the ops path)");
   DCAE_CHECK(grad.is_contiguous(), op, ": gradient ", grad.str(), " is not contiguous");
   visit_dtype(grad.dtype(), [&]<typename T>() {
     if constexpr (std::is_floating_point_v<T> || std::is_same_v<T, bf16> || std::is_same_v<T, f16>) {
@@ -24,11 +31,25 @@ void visit_grad(const Tensor& grad, const char* op, Fn&& fn) {
 
 }  // namespace
 
+// Sum of squares of device gradients, reduced on the device with one host read at the end.
+static double device_sum_of_squares(const std::vector<Tensor>& grads) {
+  if (grads.empty()) return 0.0;
+  autograd::NoGradGuard no_grad;
+  std::vector<Tensor> partial;
+  for (const Tensor& g : grads) partial.push_back(ops::reshape(ops::sum(ops::square(ops::cast(g, DType::f32))), {1}));
+  return ops::sum(ops::concat(partial, 0)).item<double>();
+}
+
 double grad_norm(const std::vector<Tensor>& params) {
   double sum_sq = 0.0;
+  std::vector<Tensor> on_device;
   for (const Tensor& p : params) {
     const Tensor& grad = p.grad();
     if (!grad.defined()) continue;
+    if (!grad.device().is_cpu()) {
+      on_device.push_back(grad);
+      continue;
+    }
     visit_grad(grad.contiguous(), "grad_norm", [&]<typename T>(T* g, int64_t n) {
       for (int64_t i = 0; i < n; ++i) {
         const double x = to_double(g[i]);
@@ -36,7 +57,7 @@ double grad_norm(const std::vector<Tensor>& params) {
       }
     });
   }
-  return std::sqrt(sum_sq);
+  return std::sqrt(sum_sq + device_sum_of_squares(on_device));
 }
 
 namespace {
@@ -52,7 +73,10 @@ void scale_grads(const std::vector<Tensor>& params, double factor) {
   for (const Tensor& p : params) {
     Tensor grad = p.grad();
     if (!grad.defined()) continue;
-    if (grad.is_contiguous()) {
+    if (!grad.device().is_cpu()) {
+      autograd::NoGradGuard no_grad;
+      grad.copy_(ops::mul(grad, factor));
+    } else if (grad.is_contiguous()) {
       scale_in_place(grad, factor);
     } else {  // rare: scale a packed copy and write it back
       Tensor packed = grad.contiguous();
