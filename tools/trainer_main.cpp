@@ -1,10 +1,12 @@
 // dcae-trainer: trains a DC-AE from a TOML recipe (phase 1/2/3 or a tiny CPU recipe). See trainer/dcae_job.h.
+// One process, or one per rank under `mpirun -np N` / `srun --mpi=pmix` (data parallel: dist.strategy = "ddp").
 #include <glog/logging.h>
 
 #include <iostream>
 #include <set>
 #include <sstream>
 
+#include "dist/bootstrap.h"
 #include "trainer/dcae_job.h"
 #include "trainer/registries.h"
 #include "tools/common/cli.h"
@@ -35,20 +37,38 @@ int run(const po::variables_map& vm) {
   }
   DCAE_CHECK(!recipe_path.empty(), "give a recipe: dcae-trainer RECIPE.toml [--set key=value]... (see --help)");
   const Recipe recipe = load_job_recipe(recipe_path, overrides);
+  const dist::DistContext& ctx = dist::context();
+  // Rank 0 reports; the others only warn, unless the recipe asks every rank to log.
+  if (ctx.rank != 0 && !recipe.get<bool>("log.all_ranks")) FLAGS_minloglevel = google::GLOG_WARNING;
   JobOptions options;
   options.out_dir = vm["out"].as<std::string>();
   options.stop_at = vm["stop-at"].as<int64_t>();
-  DcaeJob job(recipe, options);
-  LOG(INFO) << "dcae-trainer: " << recipe.describe_origin() << " -> " << job.run_dir() << ", steps "
-            << job.step() << ".." << recipe.get<int64_t>("train.steps");
-  const JobSummary summary = job.run();
+  options.rank = ctx.rank;
+  options.world_size = ctx.world_size;
+  options.local_rank = ctx.local_rank;
+  if (ctx.world_size > 1)
+    LOG(INFO) << "dcae-trainer: rank " << ctx.rank << " of " << ctx.world_size << " (" << ctx.launcher
+              << "), local rank " << ctx.local_rank;
+  JobSummary summary;
+  std::string run_dir;
+  try {
+    DcaeJob job(recipe, options);
+    run_dir = job.run_dir();
+    LOG(INFO) << "dcae-trainer: " << recipe.describe_origin() << " -> " << job.run_dir() << ", steps "
+              << job.step() << ".." << recipe.get<int64_t>("train.steps");
+    summary = job.run();
+  } catch (const Error& e) {
+    // The other ranks may be waiting in a collective this rank will never join: end the whole job.
+    if (ctx.world_size > 1) dist::abort_job(e.what());
+    throw;
+  }
   std::ostringstream done;
   done << "dcae-trainer: " << (summary.interrupted ? "stopped" : "finished") << " at step " << summary.steps_done
        << " in " << format_duration(summary.seconds) << "; loss " << summary.first_loss << " -> " << summary.last_loss;
   if (summary.evals.size() >= 2)
     done << "; PSNR " << summary.evals.front().psnr << " -> " << summary.evals.back().psnr << " dB, SSIM "
          << summary.evals.front().ssim << " -> " << summary.evals.back().ssim;
-  LOG(INFO) << done.str() << "; run folder " << job.run_dir();
+  LOG(INFO) << done.str() << "; run folder " << run_dir;
   return 0;
 }
 
@@ -79,6 +99,8 @@ int main(int argc, char** argv) {
        "stop once this many steps are done, as if interrupted (no final checkpoint; for resume tests)")
       ("list", "print the registered models, losses, datasets, optimizers, schedules and every recipe key");
   // run_tool parses named options only: the bare RECIPE.toml becomes --recipe=RECIPE.toml.
+  // MPI under a launcher (it may take its own arguments out of argv), one process otherwise; finalised at exit.
+  dcae::dist::Session session(&argc, &argv);
   std::vector<std::string> args = positional_recipe_as_option(argc, argv);
   std::vector<char*> pointers;
   for (std::string& a : args) pointers.push_back(a.data());

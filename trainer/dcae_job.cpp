@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "dist/data_parallel.h"
 #include "trainer/cpu_float_mode.h"
 #include "trainer/gan_loss.h"
 #include "trainer/plugin.h"
@@ -57,6 +58,9 @@ DcaeJob::DcaeJob(Recipe recipe, JobOptions options) : recipe_(std::move(recipe))
   const Recipe& r = recipe_;
   flush_denormals_on_all_threads();
   device_ = resolve_device(r.get<std::string>("train.device"));
+  // One GPU per process: "cuda" / "auto" name no index, so each rank takes the GPU of its local rank.
+  const std::string device_text = r.get<std::string>("train.device");
+  if (device_.is_cuda() && (device_text == "cuda" || device_text == "auto")) device_ = Device::cuda(options_.local_rank);
   dtype_ = dtype_of_precision(r.get<std::string>("train.precision"));
   total_steps_ = r.get<int64_t>("train.steps");
   grad_accum_ = r.get<int64_t>("train.grad_accum");
@@ -104,6 +108,7 @@ DcaeJob::DcaeJob(Recipe recipe, JobOptions options) : recipe_(std::move(recipe))
   LOG(INFO) << "data: " << source_->summary() << "; " << eval_images_.size(0) << " evaluation images";
 
   build_losses();
+  setup_data_parallel();  // rank 0's weights on every rank before the optimizer and EMA copy them
   optim_ = make_optimizer(model_.module->named_parameters(), optimizer_config(r, "optim"));
   schedule_ = make_schedule(schedule_config(r, "schedule", total_steps_));
   if (r.get<double>("train.ema_decay") > 0.0) {
@@ -255,6 +260,7 @@ JobSummary DcaeJob::run() {
     if (eval_every > 0 && last_eval_step_ != step_) summary.evals.push_back(evaluate());
     if (last_checkpoint_step_ != step_) save();
   }
+  write_parameter_digest();
   summary.steps_done = step_;
   summary.first_loss = first_window_loss_;
   summary.last_loss = last_window_loss_;

@@ -11,6 +11,10 @@
 //              EMA, discriminator step; progress line + metrics.jsonl every log.every steps; evaluation (PSNR, SSIM,
 //              PNG grid) every eval.every steps and at the end; checkpoints every checkpoint.every steps and at the
 //              end, resume = "auto" continuing bit for bit.
+//   ranks      JobOptions world_size > 1 (dcae-trainer under mpirun / srun): dist.strategy = "ddp" wraps the model
+//              in dist::DataParallel (gradients averaged over ranks at the last micro-step), every rank reads its
+//              share of each global batch, logged losses are averaged over ranks, rank 0 writes metrics, grids and
+//              checkpoints, every rank loads them on resume. "fsdp" is not wired here yet (an error says so).
 //
 // Run folder (log.dir, or --out): recipe.toml, metrics.jsonl, grids/step_XXXXXXXX.png, checkpoints/.
 #pragma once
@@ -31,12 +35,18 @@
 #include "trainer/recipe.h"
 #include "trainer/schedule.h"
 
+namespace dcae::dist {
+class Communicator;
+class DataParallel;
+}  // namespace dcae::dist
+
 namespace dcae::trainer {
 
 struct JobOptions {
   std::string out_dir;   // replaces log.dir when set
   int64_t stop_at = -1;  // stop once this many steps are done, as if interrupted (no final checkpoint or eval)
   int rank = 0, world_size = 1;
+  int local_rank = 0;  // this process's index on its node: its GPU when train.device is "cuda" or "auto"
 };
 
 // The process-wide recipe schema plugins extend (plugins load once per process, so their keys live here too).
@@ -106,8 +116,17 @@ class DcaeJob {
   void build_losses();
   void resume();
   CheckpointItems checkpoint_items();
+  // Data parallelism over options_.world_size ranks (dcae_job_dist.cpp): the communicator and the DDP wrapper,
+  // made after freezing and before the optimizer copies its fp32 masters; nothing on one rank.
+  void setup_data_parallel();
   // Data-parallel training all-reduces the gradients here, once per optimizer step (a no-op on one rank).
   void sync_gradients();
+  // The step's logged losses, averaged over ranks in place (a no-op on one rank).
+  void average_losses_over_ranks(LossTerms& losses);
+  // Rank 0's buffers (BatchNorm statistics) to every rank after a step, so the replicas stay identical.
+  void broadcast_buffers();
+  // DCAE_PARAM_DIGEST=1: each rank writes a digest of its parameters and buffers to <run_dir>/param_digest.rank<r>.
+  void write_parameter_digest();
   // Backward of one micro-batch's losses scaled by `scale`; returns the adaptive GAN weight used (or 0).
   double backward_micro_batch(const Tensor& reconstruction_loss, const Tensor& adversarial_loss, double scale);
   void log_step(const StepResult& result, int64_t images);
@@ -119,6 +138,8 @@ class DcaeJob {
   DType dtype_ = DType::f32;
   std::string run_dir_, checkpoint_dir_;
   TrainModel model_;
+  std::shared_ptr<dist::Communicator> comm_;  // set when world_size > 1
+  std::unique_ptr<dist::DataParallel> ddp_;
   std::unique_ptr<ImageSource> source_;
   Tensor eval_images_;
   std::vector<Term> terms_;

@@ -10,6 +10,7 @@
 #include "core/autograd/engine.h"
 #include "core/autograd/grad_mode.h"
 #include "datasets/png.h"
+#include "dist/data_parallel.h"
 #include "ops/elementwise.h"
 #include "ops/reduce.h"
 #include "ops/unary.h"
@@ -50,11 +51,6 @@ double l2_norm(const Tensor& t) {
 Tensor sum_defined(const Tensor& a, const Tensor& b) { return !a.defined() ? b : !b.defined() ? a : ops::add(a, b); }
 
 }  // namespace
-
-void DcaeJob::sync_gradients() {
-  // Single process: nothing to do. The distributed layer all-reduces (or reduce-scatters) the trainable
-  // parameters' gradients here, after the last micro-batch and before clipping sees them.
-}
 
 double DcaeJob::backward_micro_batch(const Tensor& rec, const Tensor& adv, double scale) {
   if (!adv.defined()) {
@@ -103,6 +99,8 @@ StepResult DcaeJob::train_step() {
   std::vector<std::pair<Tensor, Tensor>> critic_batches;
   double total_loss = 0.0;
   for (int64_t micro = 0; micro < grad_accum_; ++micro) {
+    // DDP reduces once per step: the last micro-batch's backward all-reduces the accumulated gradients.
+    if (ddp_) ddp_->set_gradient_sync(micro == grad_accum_ - 1);
     Tensor images = source_->next().to(device_);
     if (dtype_ != DType::f32) images = images.to(dtype_);
     const Tensor recon = model_.decode(model_.encode(images));
@@ -135,6 +133,9 @@ StepResult DcaeJob::train_step() {
   }
   result.losses.insert(result.losses.begin(), {"loss", total_loss});
   sync_gradients();
+  // Global losses: every rank logs and decides on a non-finite skip from the same (averaged) values.
+  average_losses_over_ranks(result.losses);
+  total_loss = result.losses.front().second;
   if (scaler_) scale_grads(optim_->params(), 1.0 / loss_scale);
   const GradNorm norm = clip_grad_norm(optim_->params(), clip_);
   result.grad_norm = norm.norm;
@@ -159,9 +160,10 @@ StepResult DcaeJob::train_step() {
       if (t.term->adversarial() && t.term->active(step) && !critic_batches.empty())
         for (const auto& [name, value] : t.term->update_critic(critic_batches, step)) add_term(result.losses, name, value);
   }
+  broadcast_buffers();
   optim_->zero_grad();
   ++step_;
-  log_step(result, grad_accum_ * batch_size_);
+  log_step(result, grad_accum_ * batch_size_ * options_.world_size);  // the global batch: img/s of the whole job
   return result;
 }
 
@@ -223,7 +225,7 @@ EvalResult DcaeJob::evaluate() {
   if (loss_term("lpips") != nullptr) result.lpips = lpips_sum / static_cast<double>(n);
   last_eval_step_ = step_;
   if (!logging_rank()) return result;
-  if (recipe_.get<bool>("eval.grid")) {
+  if (recipe_.get<bool>("eval.grid") && options_.rank == 0) {  // one grid per step, also with log.all_ranks
     // Originals in the top row, their reconstructions below, up to 8 columns.
     const int64_t shown = std::min<int64_t>(n, 8), h = eval_images_.size(1), w = eval_images_.size(2);
     Tensor tiles = empty({2 * shown, h, w, 3}, DType::u8);

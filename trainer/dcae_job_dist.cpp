@@ -1,0 +1,100 @@
+// DcaeJob over several ranks: the communicator, DDP wrapping, the gradient-sync point, global losses, replicated
+// buffers and a parameter digest for checking that the replicas agree.
+#include <glog/logging.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iomanip>
+#include <sstream>
+
+#include "core/autograd/grad_mode.h"
+#include "dist/bootstrap.h"
+#include "dist/data_parallel.h"
+#include "trainer/dcae_job.h"
+#ifdef DCAE_WITH_NCCL
+#include "dist/cuda/nccl_communicator.h"
+#endif
+
+namespace dcae::trainer {
+
+namespace fs = std::filesystem;
+
+void DcaeJob::setup_data_parallel() {
+  if (options_.world_size <= 1) return;
+  const std::string strategy = recipe_.get<std::string>("dist.strategy");
+  DCAE_CHECK(strategy != "fsdp", "dist.strategy = \"fsdp\" (", recipe_.origin("dist.strategy"), ") on ",
+             options_.world_size, " ranks: fsdp in dcae-trainer is not wired yet; use dist.strategy = \"ddp\"");
+  DCAE_CHECK(strategy == "ddp", "dist.strategy = \"", strategy, "\": expected \"ddp\"");
+  // A critic (the GAN discriminator) has its own parameters and optimizer, updated outside the model's backward;
+  // DDP here synchronises the autoencoder only, so replicas of the critic would drift apart.
+  for (const Term& t : terms_)
+    DCAE_CHECK(!t.term->adversarial(), "loss '", t.name, "' trains a critic of its own, which dcae-trainer does not ",
+               "synchronise over ranks yet; run it on one rank (world size is ", options_.world_size, ")");
+  DCAE_CHECK(dist::initialized(), "JobOptions world_size = ", options_.world_size,
+             " but the distributed runtime is not started (dist::init)");
+  DCAE_CHECK(dist::context().world_size == options_.world_size && dist::context().rank == options_.rank,
+             "JobOptions rank ", options_.rank, " of ", options_.world_size, " disagree with the launcher's rank ",
+             dist::context().rank, " of ", dist::context().world_size);
+  comm_ = dist::world();
+#ifdef DCAE_WITH_NCCL
+  if (device_.is_cuda()) comm_ = std::make_shared<dist::NcclCommunicator>(*dist::world(), device_.index);
+#endif
+  DCAE_CHECK(comm_->supports(device_), "dist: the ", comm_->backend(), " communicator cannot reduce tensors on ",
+             device_.str(), " (a CUDA job needs a build with NCCL)");
+  ddp_ = std::make_unique<dist::DataParallel>(*model_.module, comm_);  // frozen parameters are left out
+  LOG(INFO) << "data parallel over " << options_.world_size << " ranks (" << comm_->backend() << "): "
+            << ddp_->bucket_layout().size() << " gradient buckets; global batch "
+            << batch_size_ * grad_accum_ * options_.world_size;
+}
+
+void DcaeJob::sync_gradients() {
+  // DDP started the buckets' all-reduces from the gradient-ready hooks of the last micro-batch and finished them
+  // at its backward end; this finishes anything still pending, so clipping sees the gradients averaged over ranks.
+  if (ddp_) ddp_->finish_gradient_sync();
+}
+
+void DcaeJob::average_losses_over_ranks(LossTerms& losses) {
+  if (!comm_ || losses.empty()) return;
+  std::vector<double> values;
+  for (const auto& [name, value] : losses) values.push_back(value);
+  Tensor buffer = from_vector(values, {static_cast<int64_t>(values.size())}).to(device_);
+  comm_->all_reduce(buffer, dist::ReduceOp::avg);
+  values = buffer.to(Device::cpu()).to_vector<double>();
+  for (size_t i = 0; i < losses.size(); ++i) losses[i].second = values[i];
+}
+
+void DcaeJob::broadcast_buffers() {
+  if (!comm_) return;
+  autograd::NoGradGuard no_grad;
+  std::vector<std::pair<Tensor, Tensor>> staged;  // (buffer, contiguous copy it travels through)
+  std::vector<dist::WorkPtr> works;
+  for (const auto& [name, buffer] : model_.module->named_buffers()) {
+    Tensor contiguous = buffer.is_contiguous() ? buffer : buffer.contiguous();
+    staged.emplace_back(buffer, contiguous);
+    works.push_back(comm_->broadcast_async(contiguous, 0));
+  }
+  for (auto& work : works) work->wait();
+  for (auto& [buffer, contiguous] : staged)
+    if (!contiguous.is_same(buffer)) Tensor(buffer).copy_(contiguous);
+}
+
+void DcaeJob::write_parameter_digest() {
+  const char* flag = std::getenv("DCAE_PARAM_DIGEST");
+  if (flag == nullptr || std::strcmp(flag, "1") != 0) return;
+  // FNV-1a over the bytes of every parameter and buffer in state() order: equal digests mean identical replicas.
+  uint64_t hash = 1469598103934665603ull;
+  for (const auto& [name, t] : model_.module->state()) {
+    const Tensor host = t.to(Device::cpu()).contiguous();
+    const auto* bytes = static_cast<const unsigned char*>(host.raw_data());
+    for (size_t i = 0; i < host.nbytes(); ++i) hash = (hash ^ bytes[i]) * 1099511628211ull;
+  }
+  std::ostringstream hex;
+  hex << std::hex << std::setw(16) << std::setfill('0') << hash;
+  fs::create_directories(run_dir_);
+  std::ofstream(fs::path(run_dir_) / ("param_digest.rank" + std::to_string(options_.rank))) << hex.str() << "\n";
+  LOG(INFO) << "rank " << options_.rank << " parameter digest " << hex.str() << " at step " << step_;
+}
+
+}  // namespace dcae::trainer
