@@ -14,7 +14,7 @@
 #include "nn/io/diffusers.h"
 #include "nn/io/efficientvit.h"
 #include "tools/common/cli.h"
-#include "tools/common/image_metrics.h"
+#include "trainer/image_metrics.h"
 
 namespace {
 
@@ -89,10 +89,12 @@ int run(const po::variables_map& vm) {
     const Tensor input = to_model_input(original);
     const Tensor latent = tile > 0 ? nn::dcae_model::tiled_encode(*model, input, tiles) : model->encode(input);
     const Tensor output = tile > 0 ? nn::dcae_model::tiled_decode(*model, latent, tiles) : model->decode(latent);
-    const Tensor recon = tools::to_u8(output.select(0, 0));
-    datasets::write_png((out_dir / (path.stem().string() + ".png")).string(), recon);
-    const double psnr = tools::psnr_u8(original, recon);
-    const double ssim = original.size(0) >= 11 && original.size(1) >= 11 ? tools::ssim_u8(original, recon) : NAN;
+    const Tensor recon_batch = trainer::to_uint8_images(output);  // the protocol's uint8 quantisation
+    const Tensor original_batch = original.unsqueeze(0);
+    datasets::write_png((out_dir / (path.stem().string() + ".png")).string(), recon_batch.select(0, 0));
+    const double psnr = trainer::psnr_u8(original_batch, recon_batch)[0];
+    const double ssim =
+        original.size(0) >= 11 && original.size(1) >= 11 ? trainer::ssim_u8(original_batch, recon_batch)[0] : NAN;
     psnr_sum += psnr;
     ssim_sum += ssim;
     ++count;
