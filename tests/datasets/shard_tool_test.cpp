@@ -1,5 +1,7 @@
 // dcae-shard end to end: the built tool runs on a generated folder with bad files inside.
 #include <gtest/gtest.h>
+
+#include "tests/testing/tool_run.h"
 #include <sys/wait.h>
 
 #include <cstdlib>
@@ -22,28 +24,10 @@ using testing::synthetic_image;
 namespace fs = std::filesystem;
 
 // $DCAE_BIN/dcae-shard, else next to this test binary (both land in build/bin).
-std::string tool_path() {
-  const char* bin = std::getenv("DCAE_BIN");
-  const fs::path dir = bin != nullptr && *bin != '\0' ? fs::path(bin) : fs::read_symlink("/proc/self/exe").parent_path();
-  return (dir / "dcae-shard").string();
-}
-
-struct RunResult {
-  int exit_code = -1;
-  std::string output;  // stdout and stderr together
-};
+using RunResult = dcae::testing::ToolRun;
 
 RunResult run_tool(const std::string& arguments, const ScratchDir& scratch) {
-  const std::string log = scratch / "tool.log";
-  const std::string command = "'" + tool_path() + "' " + arguments + " > '" + log + "' 2>&1";
-  const int status = std::system(command.c_str());
-  RunResult result;
-  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  std::ifstream in(log);
-  std::stringstream text;
-  text << in.rdbuf();
-  result.output = text.str();
-  return result;
+  return dcae::testing::run_built_tool("dcae-shard", arguments, scratch / "tool.log");
 }
 
 void write_bytes(const std::string& path, const std::vector<uint8_t>& bytes) {
@@ -70,7 +54,7 @@ std::vector<std::string> make_image_folder(const std::string& root) {
 
 TEST(ShardTool, ShardsAFolderSkippingBadFilesWithLabelsFromFolders) {
   ScratchDir scratch("tool");
-  ASSERT_TRUE(fs::exists(tool_path())) << tool_path() << " was not built (it is a dependency of this test binary)";
+  ASSERT_TRUE(fs::exists(dcae::testing::built_tool_path("dcae-shard"))) << dcae::testing::built_tool_path("dcae-shard") << " was not built (it is a dependency of this test binary)";
   const std::string in = scratch / "in", out = scratch / "out";
   const std::vector<std::string> good = make_image_folder(in);
   const RunResult run = run_tool("--input '" + in + "' --output '" + out +

@@ -1,6 +1,8 @@
 // dcae-encode end to end: a tiny random DC-AE exported as a diffusers folder encodes a small image shard set; the
 // latent shards must hold model.encode(images) * scaling_factor (and of the mirrored images for "#flip" entries).
 #include <gtest/gtest.h>
+
+#include "tests/testing/tool_run.h"
 #include <sys/wait.h>
 
 #include <cstdlib>
@@ -25,28 +27,10 @@ using testing::ScratchDir;
 using testing::synthetic_image;
 namespace fs = std::filesystem;
 
-std::string tool_path() {
-  const char* bin = std::getenv("DCAE_BIN");
-  const fs::path dir = bin != nullptr && *bin != '\0' ? fs::path(bin) : fs::read_symlink("/proc/self/exe").parent_path();
-  return (dir / "dcae-encode").string();
-}
-
-struct RunResult {
-  int exit_code = -1;
-  std::string output;  // stdout and stderr together
-};
+using RunResult = dcae::testing::ToolRun;
 
 RunResult run_encode(const std::string& arguments, const ScratchDir& scratch) {
-  const std::string log = scratch / "tool.log";
-  const std::string command = "'" + tool_path() + "' " + arguments + " > '" + log + "' 2>&1";
-  const int status = std::system(command.c_str());
-  RunResult result;
-  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  std::ifstream in(log);
-  std::stringstream text;
-  text << in.rdbuf();
-  result.output = text.str();
-  return result;
+  return dcae::testing::run_built_tool("dcae-encode", arguments, scratch / "tool.log");
 }
 
 // Compression 4 (three stages), 4 latent channels, both block kinds; the scaling factor is not 1 so that
@@ -118,7 +102,7 @@ double max_abs_difference(const std::vector<float>& a, const std::vector<float>&
 
 TEST(EncodeTool, LatentsAreTheScaledEncodingsOfEveryImageAndItsMirror) {
   ScratchDir scratch("encode");
-  ASSERT_TRUE(fs::exists(tool_path())) << tool_path() << " was not built (it is a dependency of this test binary)";
+  ASSERT_TRUE(fs::exists(dcae::testing::built_tool_path("dcae-encode"))) << dcae::testing::built_tool_path("dcae-encode") << " was not built (it is a dependency of this test binary)";
   const std::string shards = scratch / "shards", model_dir = scratch / "model", out = scratch / "latents";
   const std::vector<Tensor> images = make_image_shards(shards);
   Generator gen(5);
