@@ -1,5 +1,9 @@
 #include "trainer/data_sources.h"
 
+#ifdef DCAE_WITH_CUDA
+#include "core/tensor/cuda/cuda_tensor.h"
+#endif
+
 #include <glog/logging.h>
 
 #include <algorithm>
@@ -230,6 +234,10 @@ class ShardSource final : public ImageSource {
     options_.rank = spec.rank;
     options_.world_size = spec.world_size;
     options_.workers = static_cast<int>(std::max<int64_t>(1, spec.recipe->get<int64_t>("data.workers")));
+#ifdef DCAE_WITH_CUDA
+    // Batches for a GPU are built in page-locked memory, so their copy to the device runs asynchronously.
+    if (spec.device.is_cuda()) options_.allocate = [](const Shape& shape, DType dtype) { return cuda::empty_page_locked(shape, dtype); };
+#endif
     loader_ = std::make_unique<datasets::Loader>(options_);
   }
   Tensor next() override { return loader_->next().images; }

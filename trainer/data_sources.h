@@ -25,6 +25,7 @@ struct DataSpec {
   int64_t eval_images = 16;
   uint64_t seed = 0;
   int64_t rank = 0, world_size = 1;
+  Device device = Device::cpu();  // where training runs: batches for a GPU are built in page-locked memory
 };
 
 class ImageSource {

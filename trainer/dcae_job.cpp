@@ -103,6 +103,7 @@ DcaeJob::DcaeJob(Recipe recipe, JobOptions options) : recipe_(std::move(recipe))
   data.seed = seed;
   data.rank = options_.rank;
   data.world_size = options_.world_size;
+  data.device = device_;
   source_ = registries().datasets.create(resolve_data_source(r), data);
   eval_images_ = source_->eval_images();
   LOG(INFO) << "data: " << source_->summary() << "; " << eval_images_.size(0) << " evaluation images";

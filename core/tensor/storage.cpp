@@ -50,6 +50,11 @@ Storage::Storage(size_t nbytes, Device device) : nbytes_(nbytes), device_(device
   data_ = allocator_->allocate(nbytes);
 }
 
+Storage::Storage(size_t nbytes, Allocator& allocator)
+    : nbytes_(nbytes), device_(allocator.device()), allocator_(&allocator) {
+  data_ = allocator_->allocate(nbytes);
+}
+
 Storage::~Storage() { allocator_->deallocate(data_, nbytes_); }
 
 }  // namespace dcae

@@ -15,6 +15,8 @@ class Allocator {
   virtual void* allocate(size_t nbytes) = 0;
   virtual void deallocate(void* ptr, size_t nbytes) = 0;
   virtual Device device() const = 0;
+  // Host memory the GPU can DMA from directly (cudaHostAlloc): host-to-device copies from it run asynchronously.
+  virtual bool page_locked() const { return false; }
 };
 
 // 64-byte aligned host memory; counts bytes in use and the peak, for memory tests and logs.
@@ -34,6 +36,8 @@ Allocator& allocator_for(Device device);
 class Storage {
  public:
   Storage(size_t nbytes, Device device);
+  // Memory from a specific allocator (e.g. page-locked host memory for loader batches).
+  Storage(size_t nbytes, Allocator& allocator);
   ~Storage();
   Storage(const Storage&) = delete;
   Storage& operator=(const Storage&) = delete;
@@ -42,6 +46,7 @@ class Storage {
   const void* data() const { return data_; }
   size_t nbytes() const { return nbytes_; }
   Device device() const { return device_; }
+  bool page_locked() const { return allocator_->page_locked(); }
   uint64_t version() const { return version_; }
   void bump_version() { ++version_; }
 

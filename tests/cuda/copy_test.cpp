@@ -177,6 +177,20 @@ TEST_F(CudaCopy, AutogradAccumulatesGradientsOnTheGpu) {
   EXPECT_TRUE(testing::gpu_matches_cpu(grad_of(x_host.to(gpu())), grad_of(x_host)));
 }
 
+TEST_F(CudaCopy, PageLockedBatchesCopyAsynchronouslyAndMayBeDroppedAtOnce) {
+  const Tensor reference = random_values({8, 64, 64, 3}, 21, DType::f32);
+  std::vector<Tensor> on_device;
+  for (int i = 0; i < 4; ++i) {
+    Tensor pinned = cuda::empty_page_locked(reference.shape(), DType::f32);
+    EXPECT_TRUE(pinned.storage()->page_locked());
+    EXPECT_TRUE(pinned.device().is_cpu());
+    pinned.copy_(reference);
+    on_device.push_back(pinned.to(gpu()));  // queued; the host buffer is kept alive until the copy has run
+    pinned = Tensor();                      // dropped at once, as the loader's batches are
+  }
+  for (const Tensor& t : on_device) EXPECT_TRUE(gpu_equals_cpu(t, reference));
+}
+
 TEST_F(CudaCopy, ErrorsNameShapesAndDevices) {
   Tensor device = zeros({2, 3}, DType::f32, gpu());
   try {

@@ -2,6 +2,10 @@
 
 #include <cuda_runtime.h>
 
+#include <memory>
+#include <mutex>
+#include <vector>
+
 #include "core/tensor/cuda/copy_kernels.h"
 
 namespace dcae::cuda {
@@ -16,10 +20,58 @@ Tensor compact(const Tensor& t) {
   return out;
 }
 
+class PageLockedAllocator final : public Allocator {
+ public:
+  void* allocate(size_t nbytes) override {
+    if (nbytes == 0) return nullptr;
+    void* ptr = nullptr;
+    DCAE_CUDA_CHECK(cudaHostAlloc(&ptr, nbytes, cudaHostAllocDefault));
+    return ptr;
+  }
+  void deallocate(void* ptr, size_t) override {
+    if (ptr != nullptr) cudaFreeHost(ptr);
+  }
+  Device device() const override { return Device::cpu(); }
+  bool page_locked() const override { return true; }
+};
+
+// Host buffers of asynchronous copies still in flight, each released once its event has completed.
+class InFlightHostBuffers {
+ public:
+  void keep(std::shared_ptr<Storage> storage, const Stream& stream) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    release_finished();
+    pending_.push_back({std::move(storage), Event()});
+    pending_.back().done.record(stream);
+  }
+
+ private:
+  struct Pending {
+    std::shared_ptr<Storage> storage;
+    Event done;
+  };
+  void release_finished() {
+    std::erase_if(pending_, [](const Pending& p) { return p.done.query(); });
+  }
+  std::mutex mutex_;
+  std::vector<Pending> pending_;
+};
+
+InFlightHostBuffers& in_flight() {
+  static InFlightHostBuffers buffers;
+  return buffers;
+}
+
 void copy_host_to_device(const Tensor& dst, const Tensor& src) {
   const int device = dst.device().index;
   DeviceGuard guard(device);
   const cudaStream_t stream = current_stream(device).handle();
+  if (src.storage()->page_locked() && src.is_contiguous() && dst.is_contiguous() && dst.dtype() == src.dtype() &&
+      src.shape() == dst.shape()) {
+    DCAE_CUDA_CHECK(cudaMemcpyAsync(dst.raw_data(), src.raw_data(), src.nbytes(), cudaMemcpyHostToDevice, stream));
+    in_flight().keep(src.storage(), current_stream(device));
+    return;
+  }
   // Host buffers are pageable: cudaMemcpyAsync has staged them when it returns, so temporaries may go.
   const Tensor host = compact(src).contiguous();
   if (host.shape() == dst.shape() && dst.is_contiguous() && dst.dtype() == src.dtype()) {
@@ -30,6 +82,25 @@ void copy_host_to_device(const Tensor& dst, const Tensor& src) {
   DCAE_CUDA_CHECK(cudaMemcpyAsync(staged.raw_data(), host.raw_data(), host.nbytes(), cudaMemcpyHostToDevice, stream));
   copy_on_device(dst, staged.expand(dst.shape()));
 }
+
+}  // namespace
+
+Allocator& page_locked_allocator() {
+  static PageLockedAllocator allocator;
+  return allocator;
+}
+
+Tensor empty_page_locked(const Shape& shape, DType dtype) {
+  auto impl = std::make_shared<TensorImpl>();
+  impl->storage = std::make_shared<Storage>(static_cast<size_t>(shape_numel(shape)) * dtype_size(dtype),
+                                            page_locked_allocator());
+  impl->shape = shape;
+  impl->strides = contiguous_strides(shape);
+  impl->dtype = dtype;
+  return Tensor(std::move(impl));
+}
+
+namespace {
 
 void copy_device_to_host(const Tensor& dst, const Tensor& src) {
   const int device = src.device().index;

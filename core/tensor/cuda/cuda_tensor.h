@@ -19,4 +19,11 @@ void add_(const Tensor& dst, const Tensor& src, double alpha);
 // Tells t's allocator that its memory is also used on `stream` (see CachingAllocator::record_stream).
 void record_stream(const Tensor& t, const Stream& stream);
 
+// Page-locked host memory (cudaHostAlloc). Copies to a GPU from such a tensor are asynchronous: the call returns
+// at once and the copy runs on the stream before the kernels queued after it; the host buffer is kept alive until
+// the copy has finished, so the caller may drop the tensor right away. The loader allocates its batches here when
+// training on a GPU.
+Allocator& page_locked_allocator();
+Tensor empty_page_locked(const Shape& shape, DType dtype);
+
 }  // namespace dcae::cuda
