@@ -4,6 +4,9 @@
 #include "core/autograd/engine.h"
 #include "ops/view.h"
 #include "tests/cuda/cuda_test_util.h"
+#ifdef DCAE_WITH_CUDA
+#include "core/tensor/cuda/cuda_tensor.h"
+#endif
 
 namespace dcae {
 namespace {
@@ -177,6 +180,7 @@ TEST_F(CudaCopy, AutogradAccumulatesGradientsOnTheGpu) {
   EXPECT_TRUE(testing::gpu_matches_cpu(grad_of(x_host.to(gpu())), grad_of(x_host)));
 }
 
+#ifdef DCAE_WITH_CUDA  // page-locked memory exists only in CUDA builds
 TEST_F(CudaCopy, PageLockedBatchesCopyAsynchronouslyAndMayBeDroppedAtOnce) {
   const Tensor reference = random_values({8, 64, 64, 3}, 21, DType::f32);
   std::vector<Tensor> on_device;
@@ -190,6 +194,7 @@ TEST_F(CudaCopy, PageLockedBatchesCopyAsynchronouslyAndMayBeDroppedAtOnce) {
   }
   for (const Tensor& t : on_device) EXPECT_TRUE(gpu_equals_cpu(t, reference));
 }
+#endif
 
 TEST_F(CudaCopy, ErrorsNameShapesAndDevices) {
   Tensor device = zeros({2, 3}, DType::f32, gpu());
