@@ -14,20 +14,13 @@
 namespace dcae {
 namespace {
 
-Tensor gpu_randn(const Shape& shape, uint64_t seed, DType dtype = DType::bf16) {
-  Generator gen(seed);
-  Tensor t = empty(shape, dtype, Device::cuda());
-  normal_(t, 0.0, 1.0, gen);
-  return t;
-}
-
 void linear_attention() {
   const int64_t channels = 1024, head_dim = 32, heads = channels / head_dim, batch = 8;
   for (int64_t side : {16, 32}) {
     const Shape shape = {batch, side, side, 3 * channels};
     const std::string name = shape_str(shape) + " d32 bf16";
     const double tokens = static_cast<double>(batch * side * side);
-    const Tensor qkv = gpu_randn(shape, 1), grad = gpu_randn({batch, side, side, channels}, 2);
+    const Tensor qkv = bench::gpu_randn(shape, 1), grad = bench::gpu_randn({batch, side, side, channels}, 2);
     // Forward: M = K^T [V, 1] and O = Q M, 2 d (d+1) flops per token and head each; read qkv, write out.
     const double unit = 2.0 * head_dim * (head_dim + 1) * heads * tokens;
     const double forward = bench::median_ms([&] { ops::relu_linear_attention(qkv, head_dim); });
@@ -44,7 +37,7 @@ void softmax_attention() {
   for (int64_t tokens : {64, 256, 1024}) {
     const Shape shape = {batch, heads, tokens, head_dim};
     const std::string name = shape_str(shape) + " bf16";
-    const Tensor q = gpu_randn(shape, 3), k = gpu_randn(shape, 4), v = gpu_randn(shape, 5), g = gpu_randn(shape, 6);
+    const Tensor q = bench::gpu_randn(shape, 3), k = bench::gpu_randn(shape, 4), v = bench::gpu_randn(shape, 5), g = bench::gpu_randn(shape, 6);
     const double elements = static_cast<double>(shape_numel(shape));
     // FlashAttention's accounting: 4 B H L^2 D forward (two GEMMs), 2.5 times that backward.
     const double flops = 4.0 * batch * heads * static_cast<double>(tokens) * tokens * head_dim;

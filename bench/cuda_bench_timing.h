@@ -27,6 +27,11 @@ inline Tensor random_device(const Shape& shape, DType dtype, uint64_t seed) {
 
 // Median milliseconds of fn over `reps` runs, each bracketed by CUDA events on the current stream, after
 // `warmup` untimed runs (the first of which picks and caches algorithms).
+// bf16 by default, with the seed first: the form the norm/attention/GLU benches use.
+inline Tensor gpu_randn(const Shape& shape, uint64_t seed, DType dtype = DType::bf16) {
+  return random_device(shape, dtype, seed);
+}
+
 inline double median_ms(const std::function<void()>& fn, int warmup = 5, int reps = 25) {
   const cuda::Stream stream = cuda::current_stream(0);
   for (int i = 0; i < warmup; ++i) fn();

@@ -12,20 +12,13 @@
 namespace dcae {
 namespace {
 
-Tensor gpu_randn(const Shape& shape, uint64_t seed) {
-  Generator gen(seed);
-  Tensor t = empty(shape, DType::bf16, Device::cuda());
-  normal_(t, 0.0, 1.0, gen);
-  return t;
-}
-
 void run() {
   bench::print_header();
   for (const auto& [side, channels] : {std::pair<int64_t, int64_t>{32, 512}, std::pair<int64_t, int64_t>{16, 1024}}) {
     const Shape shape = {8, side, side, 8 * channels};
     const std::string name = shape_str(shape) + " bf16";
     const double outputs = static_cast<double>(shape_numel(shape) / 2);
-    const Tensor x = gpu_randn(shape, 1), dy = gpu_randn({8, side, side, 4 * channels}, 2);
+    const Tensor x = bench::gpu_randn(shape, 1), dy = bench::gpu_randn({8, side, side, 4 * channels}, 2);
     // Forward: read 2 values, write 1 per output (bf16); ~6 flops with the exponential counted as one.
     const double forward = bench::median_ms([&] { ops::silu_gate(x); });
     bench::print_row("silu_gate fwd", name, forward, 6 * outputs, 6 * outputs);

@@ -12,13 +12,6 @@
 namespace dcae {
 namespace {
 
-Tensor gpu_randn(const Shape& shape, uint64_t seed, DType dtype = DType::bf16) {
-  Generator gen(seed);
-  Tensor t = empty(shape, dtype, Device::cuda());
-  normal_(t, 0.0, 1.0, gen);
-  return t;
-}
-
 void run() {
   bench::print_header();
   for (int64_t side : {64, 32}) {
@@ -26,8 +19,8 @@ void run() {
       const Shape shape = {8, side, side, channels};
       const std::string name = shape_str(shape) + " bf16";
       const double n = static_cast<double>(shape_numel(shape));
-      const Tensor x = gpu_randn(shape, 1), dy = gpu_randn(shape, 2);
-      const Tensor w = gpu_randn({channels}, 3), b = gpu_randn({channels}, 4);
+      const Tensor x = bench::gpu_randn(shape, 1), dy = bench::gpu_randn(shape, 2);
+      const Tensor w = bench::gpu_randn({channels}, 3), b = bench::gpu_randn({channels}, 4);
       // Forward: read x, write y (2 bytes each); about 4 flops per element.
       const double forward = bench::median_ms([&] { ops::rms_norm(x, w, b, 1e-5); });
       bench::print_row("rms_norm fwd", name, forward, 4 * n, 4 * n);
