@@ -63,7 +63,7 @@ int run(const po::variables_map& vm) {
     throw;
   }
   std::ostringstream done;
-  done << "dcae-trainer: " << (summary.interrupted ? "stopped" : "finished") << " at step " << summary.steps_done
+  done << "dcae-trainer: " << (summary.preempted ? "preempted" : summary.interrupted ? "stopped" : "finished") << " at step " << summary.steps_done
        << " in " << format_duration(summary.seconds) << "; loss " << summary.first_loss << " -> " << summary.last_loss;
   if (summary.evals.size() >= 2)
     done << "; PSNR " << summary.evals.front().psnr << " -> " << summary.evals.back().psnr << " dB, SSIM "

@@ -8,10 +8,12 @@
 #include <filesystem>
 #include <fstream>
 
+#include "dist/bootstrap.h"
 #include "dist/data_parallel.h"
 #include "trainer/cpu_float_mode.h"
 #include "trainer/gan_loss.h"
 #include "trainer/plugin.h"
+#include "trainer/preemption.h"
 #include "trainer/registries.h"
 
 namespace dcae::trainer {
@@ -246,6 +248,8 @@ JobSummary DcaeJob::run() {
   summary.start_step = step_;
   const int64_t eval_every = recipe_.get<int64_t>("eval.every");
   const int64_t checkpoint_every = recipe_.get<int64_t>("checkpoint.every");
+  install_stop_signal_handler();
+  dist::Communicator* world = options_.world_size > 1 ? dist::world().get() : nullptr;  // stop-signal agreement
   // A baseline evaluation before the first step shows where training starts.
   if (step_ == 0 && eval_every > 0) summary.evals.push_back(evaluate());
   while (step_ < total_steps_) {
@@ -256,6 +260,12 @@ JobSummary DcaeJob::run() {
     train_step();
     if (eval_every > 0 && step_ % eval_every == 0) summary.evals.push_back(evaluate());
     if (checkpoint_every > 0 && step_ % checkpoint_every == 0) save();
+    if (stop_signal_on_any_rank(world)) {  // preempted (slurm/dcae_train.sbatch): checkpoint, stop, be requeued
+      if (last_checkpoint_step_ != step_) save();
+      LOG(INFO) << "stop signal (SIGUSR1): checkpoint of step " << step_ << " written; stopping for a requeue";
+      summary.interrupted = summary.preempted = true;
+      break;
+    }
   }
   if (!summary.interrupted) {
     if (eval_every > 0 && last_eval_step_ != step_) summary.evals.push_back(evaluate());

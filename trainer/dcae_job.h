@@ -72,7 +72,8 @@ struct StepResult {
 
 struct JobSummary {
   int64_t start_step = 0, steps_done = 0;
-  bool interrupted = false;  // stopped by JobOptions::stop_at
+  bool interrupted = false;  // stopped by JobOptions::stop_at or by the stop signal
+  bool preempted = false;    // stopped by SIGUSR1 (trainer/preemption.h) after writing a checkpoint
   double first_loss = 0.0, last_loss = 0.0;  // mean total loss of the first and last logged windows
   std::vector<EvalResult> evals;
   double seconds = 0.0;

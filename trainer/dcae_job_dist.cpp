@@ -27,11 +27,6 @@ void DcaeJob::setup_data_parallel() {
   DCAE_CHECK(strategy != "fsdp", "dist.strategy = \"fsdp\" (", recipe_.origin("dist.strategy"), ") on ",
              options_.world_size, " ranks: fsdp in dcae-trainer is not wired yet; use dist.strategy = \"ddp\"");
   DCAE_CHECK(strategy == "ddp", "dist.strategy = \"", strategy, "\": expected \"ddp\"");
-  // A critic (the GAN discriminator) has its own parameters and optimizer, updated outside the model's backward;
-  // DDP here synchronises the autoencoder only, so replicas of the critic would drift apart.
-  for (const Term& t : terms_)
-    DCAE_CHECK(!t.term->adversarial(), "loss '", t.name, "' trains a critic of its own, which dcae-trainer does not ",
-               "synchronise over ranks yet; run it on one rank (world size is ", options_.world_size, ")");
   DCAE_CHECK(dist::initialized(), "JobOptions world_size = ", options_.world_size,
              " but the distributed runtime is not started (dist::init)");
   DCAE_CHECK(dist::context().world_size == options_.world_size && dist::context().rank == options_.rank,
@@ -44,6 +39,15 @@ void DcaeJob::setup_data_parallel() {
   DCAE_CHECK(comm_->supports(device_), "dist: the ", comm_->backend(), " communicator cannot reduce tensors on ",
              device_.str(), " (a CUDA job needs a build with NCCL)");
   ddp_ = std::make_unique<dist::DataParallel>(*model_.module, comm_);  // frozen parameters are left out
+  // A critic (the GAN discriminator) has its own parameters and optimizer, updated outside the model's backward:
+  // each term keeps its own replicas identical (gan_loss.h), or refuses.
+  for (Term& t : terms_) {
+    try {
+      t.term->distribute(comm_);
+    } catch (const Error& e) {
+      DCAE_FAIL("loss '", t.name, "' on ", options_.world_size, " ranks: ", e.what());
+    }
+  }
   LOG(INFO) << "data parallel over " << options_.world_size << " ranks (" << comm_->backend() << "): "
             << ddp_->bucket_layout().size() << " gradient buckets; global batch "
             << batch_size_ * grad_accum_ * options_.world_size;
@@ -84,17 +88,23 @@ void DcaeJob::write_parameter_digest() {
   const char* flag = std::getenv("DCAE_PARAM_DIGEST");
   if (flag == nullptr || std::strcmp(flag, "1") != 0) return;
   // FNV-1a over the bytes of every parameter and buffer in state() order: equal digests mean identical replicas.
-  uint64_t hash = 1469598103934665603ull;
-  for (const auto& [name, t] : model_.module->state()) {
-    const Tensor host = t.to(Device::cpu()).contiguous();
-    const auto* bytes = static_cast<const unsigned char*>(host.raw_data());
-    for (size_t i = 0; i < host.nbytes(); ++i) hash = (hash ^ bytes[i]) * 1099511628211ull;
+  // One line for the model, then one per network a loss term trains ("disc <hex>" with the GAN).
+  std::ostringstream lines;
+  for (const auto& [module_name, module] : checkpoint_items().modules) {
+    uint64_t hash = 1469598103934665603ull;
+    for (const auto& [name, t] : module->state()) {
+      const Tensor host = t.to(Device::cpu()).contiguous();
+      const auto* bytes = static_cast<const unsigned char*>(host.raw_data());
+      for (size_t i = 0; i < host.nbytes(); ++i) hash = (hash ^ bytes[i]) * 1099511628211ull;
+    }
+    std::ostringstream hex;
+    hex << std::hex << std::setw(16) << std::setfill('0') << hash;
+    lines << (module_name == "model" ? "" : module_name + " ") << hex.str() << "\n";
+    LOG(INFO) << "rank " << options_.rank << " parameter digest of " << module_name << " " << hex.str() << " at step "
+              << step_;
   }
-  std::ostringstream hex;
-  hex << std::hex << std::setw(16) << std::setfill('0') << hash;
   fs::create_directories(run_dir_);
-  std::ofstream(fs::path(run_dir_) / ("param_digest.rank" + std::to_string(options_.rank))) << hex.str() << "\n";
-  LOG(INFO) << "rank " << options_.rank << " parameter digest " << hex.str() << " at step " << step_;
+  std::ofstream(fs::path(run_dir_) / ("param_digest.rank" + std::to_string(options_.rank))) << lines.str();
 }
 
 }  // namespace dcae::trainer

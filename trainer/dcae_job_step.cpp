@@ -64,6 +64,9 @@ double DcaeJob::backward_micro_batch(const Tensor& rec, const Tensor& adv, doubl
   // VQGAN's adaptive weight ||d rec / d W_last|| / (||d gan / d W_last|| + 1e-4), clamped to [0, max]: the two
   // losses go backward separately (one shared forward, graph retained for the second pass), so each gradient is
   // seen alone; the step's gradient is then rec + w * gan, added to what earlier micro-batches accumulated.
+  // Several ranks: both passes are averaged over ranks (as if one process saw the global micro-batch), so the
+  // weight, and the gradient built from it, are the same on every rank; earlier micro-batches were averaged alike.
+  if (ddp_) ddp_->set_gradient_sync(true);
   const std::vector<Tensor> params = optim_->params();
   size_t last = params.size();
   for (size_t i = 0; i < params.size(); ++i)

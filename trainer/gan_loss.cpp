@@ -6,6 +6,7 @@
 
 #include "core/autograd/engine.h"
 #include "core/autograd/grad_mode.h"
+#include "dist/data_parallel.h"
 #include "ops/elementwise.h"
 #include "ops/loss.h"
 #include "ops/reduce.h"
@@ -37,9 +38,12 @@ GanLoss::GanLoss(const LossSpec& spec) {
   disc_ = std::make_unique<nn::PatchGanDiscriminator>(options, init);
   disc_->to(spec.dtype);
   disc_->to(spec.device);
-  optim_ = make_optimizer(disc_->named_parameters(), optimizer_config(r, "disc_optim"));
+  optim_config_ = optimizer_config(r, "disc_optim");
+  optim_ = make_optimizer(disc_->named_parameters(), optim_config_);
   schedule_ = make_schedule(schedule_config(r, "disc_schedule", std::max<int64_t>(1, spec.total_steps - start_step_)));
 }
+
+GanLoss::~GanLoss() = default;
 
 Tensor GanLoss::compute(const Tensor& recon, const Tensor&, int64_t) {
   disc_->set_trainable({"*"}, false);
@@ -52,7 +56,10 @@ LossTerms GanLoss::update_critic(const std::vector<std::pair<Tensor, Tensor>>& m
   optim_->zero_grad();
   const double share = 1.0 / static_cast<double>(micro_batches.size());
   double d_loss = 0.0, real_mean = 0.0, fake_mean = 0.0;
-  for (const auto& [fake, real] : micro_batches) {
+  for (size_t i = 0; i < micro_batches.size(); ++i) {
+    const auto& [fake, real] = micro_batches[i];
+    // Several ranks: the last micro-batch's backward averages the accumulated gradients over ranks.
+    if (ddp_) ddp_->set_gradient_sync(i + 1 == micro_batches.size());
     const Tensor logits_real = as_f32(disc_->forward(real.detach()));
     const Tensor logits_fake = as_f32(disc_->forward(fake.detach()));
     const Tensor loss = hinge_ ? ops::hinge_d_loss(logits_real, logits_fake)
@@ -63,6 +70,12 @@ LossTerms GanLoss::update_critic(const std::vector<std::pair<Tensor, Tensor>>& m
     real_mean += share * ops::mean(logits_real).item<double>();
     fake_mean += share * ops::mean(logits_fake).item<double>();
   }
+  LossTerms logged = {{"d_loss", d_loss}, {"logits_real", real_mean}, {"logits_fake", fake_mean}};
+  if (ddp_) {
+    ddp_->finish_gradient_sync();  // (a no-op: the backward-end hook finished it)
+    agree_over_ranks(logged);
+    d_loss = logged.front().second;  // the global value: every rank takes the same decision below
+  }
   const GradNorm norm = clip_grad_norm(optim_->params(), 0.0);
   if (norm.finite && std::isfinite(d_loss)) {
     optim_->set_lr_factor(schedule_->factor(step - start_step_));
@@ -72,12 +85,48 @@ LossTerms GanLoss::update_critic(const std::vector<std::pair<Tensor, Tensor>>& m
   }
   optim_->zero_grad();
   disc_->set_trainable({"*"}, false);
-  return {{"d_loss", d_loss}, {"logits_real", real_mean}, {"logits_fake", fake_mean}};
+  return logged;
 }
 
 void GanLoss::add_checkpoint_items(CheckpointItems& items) {
   items.modules.emplace_back("disc", disc_.get());
   items.optimizers.emplace_back("disc_optim", optim_.get());
+}
+
+void GanLoss::distribute(const std::shared_ptr<dist::Communicator>& comm) {
+  DCAE_CHECK(comm != nullptr, "GanLoss::distribute needs a communicator");
+  DCAE_CHECK(!ddp_, "GanLoss::distribute called twice");
+  if (comm->size() <= 1) return;
+  comm_ = comm;
+  disc_->set_trainable({"*"}, true);  // DataParallel hooks the parameters that are trainable when it wraps
+  ddp_ = std::make_unique<dist::DataParallel>(*disc_, comm_);  // rank 0's weights and buffers to every rank
+  // Rank 0's weights reached every rank after the optimizer copied its fp32 masters: copy them again.
+  optim_ = make_optimizer(disc_->named_parameters(), optim_config_);
+  disc_->set_trainable({"*"}, false);
+  LOG(INFO) << "gan: discriminator data parallel over " << comm_->size() << " ranks (" << comm_->backend() << "), "
+            << ddp_->bucket_layout().size() << " gradient buckets";
+}
+
+void GanLoss::agree_over_ranks(LossTerms& logged) {
+  autograd::NoGradGuard no_grad;
+  std::vector<double> values;
+  for (const auto& [name, value] : logged) values.push_back(value);
+  const Device device = disc_->parameters().front().device();  // where the communicator reduces (NCCL: the GPU)
+  Tensor buffer = from_vector(values, {static_cast<int64_t>(values.size())}).to(device);
+  comm_->all_reduce(buffer, dist::ReduceOp::avg);
+  values = buffer.to(Device::cpu()).to_vector<double>();
+  for (size_t i = 0; i < logged.size(); ++i) logged[i].second = values[i];
+  // BatchNorm statistics moved with each rank's own images: rank 0's go to every rank.
+  std::vector<std::pair<Tensor, Tensor>> staged;  // (buffer, contiguous copy it travels through)
+  std::vector<dist::WorkPtr> works;
+  for (const auto& [name, statistic] : disc_->named_buffers()) {
+    Tensor contiguous = statistic.is_contiguous() ? statistic : statistic.contiguous();
+    staged.emplace_back(statistic, contiguous);
+    works.push_back(comm_->broadcast_async(contiguous, 0));
+  }
+  for (auto& work : works) work->wait();
+  for (auto& [statistic, contiguous] : staged)
+    if (!contiguous.is_same(statistic)) Tensor(statistic).copy_(contiguous);
 }
 
 std::unique_ptr<LossTerm> make_gan_loss(const LossSpec& spec) { return std::make_unique<GanLoss>(spec); }

@@ -13,6 +13,10 @@
 #include "trainer/checkpoint.h"
 #include "trainer/metrics.h"
 
+namespace dcae::dist {
+class Communicator;
+}
+
 namespace dcae::trainer {
 
 class Recipe;
@@ -44,6 +48,13 @@ class LossTerm {
   }
   // Networks and optimizers the term owns, so checkpoints hold them ("disc", "disc_optim").
   virtual void add_checkpoint_items(CheckpointItems& items) {}
+  // Several ranks (called once, before resuming): a term that trains networks of its own keeps their replicas
+  // identical over `comm` from here on (the GAN: its discriminator in dist::DataParallel). A term with nothing
+  // of its own to train has nothing to do; an adversarial term that cannot must refuse.
+  virtual void distribute(const std::shared_ptr<dist::Communicator>& comm) {
+    DCAE_CHECK(!adversarial(), "this adversarial loss trains a critic of its own but does not synchronise it over ",
+               "ranks (LossTerm::distribute); run it on one rank");
+  }
 };
 
 using LossFactory = std::function<std::unique_ptr<LossTerm>(const LossSpec&)>;
