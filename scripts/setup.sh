@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs every Debian/Ubuntu package dcae needs (a no-op when they are present), then configures the build.
 # Usage: scripts/setup.sh [--with-test-oracles] [build-dir] [extra cmake args...]
-#   --with-test-oracles  also install the Python packages the test suites compare against (PyTorch, diffusers,
-#                        h5py, ...; about 5 GB, into build-dir/pyenv). Never needed to build or run dcae.
+#   --with-test-oracles  also install what only the tests need: the Python packages the test suites compare against
+#                        (PyTorch, diffusers, h5py, ...; about 5 GB, into build-dir/pyenv) and Slurm + munge for
+#                        the local-cluster tests. Never needed to build or run dcae.
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 oracles=0
@@ -12,6 +13,9 @@ build_dir="${1:-$here/build}"; shift || true
 packages=(build-essential cmake ninja-build ccache pkg-config
   libeigen3-dev libhdf5-dev libboost-program-options-dev libgoogle-glog-dev libgtest-dev libgmock-dev
   libopenmpi-dev openmpi-bin libtomlplusplus-dev nlohmann-json3-dev libpng-dev libjpeg-dev python3 python3-venv)
+# The Slurm tests (tests/slurm/) start a throw-away single-node cluster from Debian's packages: test-only, so
+# installed with the test oracles (about 45 packages, 66 MB; libopenmpi-dev above brings the PMIx library).
+if [ "$oracles" = 1 ]; then packages+=(munge slurmctld slurmd slurm-client); fi
 
 missing=()
 for p in "${packages[@]}"; do
