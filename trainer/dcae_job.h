@@ -14,7 +14,10 @@
 //   ranks      JobOptions world_size > 1 (dcae-trainer under mpirun / srun): dist.strategy = "ddp" wraps the model
 //              in dist::DataParallel (gradients averaged over ranks at the last micro-step), every rank reads its
 //              share of each global batch, logged losses are averaged over ranks, rank 0 writes metrics, grids and
-//              checkpoints, every rank loads them on resume. "fsdp" is not wired here yet (an error says so).
+//              checkpoints, every rank loads them on resume; loss terms with networks of their own (the GAN's
+//              discriminator) keep them identical over ranks (LossTerm::distribute). "fsdp" is not wired here yet
+//              (an error says so).
+//   preemption SIGUSR1 (trainer/preemption.h): every rank stops after the same step with a checkpoint of it.
 //
 // Run folder (log.dir, or --out): recipe.toml, metrics.jsonl, grids/step_XXXXXXXX.png, checkpoints/.
 #pragma once
