@@ -8,7 +8,7 @@
 #include <filesystem>
 #include <sstream>
 
-#include "tests/trainer/rank_runs.h"
+#include "tests/trainer/trainer_mpi_testing.h"
 
 namespace dcae::trainer {
 namespace {
@@ -39,7 +39,7 @@ class TrainerGanDdp : public ::testing::Test {
 
 TEST_F(TrainerGanDdp, TwoRanksHoldTheSameGeneratorAndDiscriminator) {
   ScratchDir dir;
-  const RankRun run = run_trainer_on_ranks(dir, 2, gan_args(dir.file("gan")) + "--set data.batch_size=2", "gan.log");
+  const RankRun run = run_trainer(dir, 2, gan_args(dir.file("gan")) + "--set data.batch_size=2", "gan");
   ASSERT_EQ(run.code, 0) << run.output;
   EXPECT_NE(run.output.find("gan: discriminator data parallel over 2 ranks (mpi)"), std::string::npos) << run.output;
   EXPECT_NE(run.output.find("finished at step 3"), std::string::npos) << run.output;
@@ -67,9 +67,9 @@ TEST_F(TrainerGanDdp, TwoRanksTrainWhatOneProcessTrainsOnTheGlobalBatch) {
   // same images per micro-batch): averaged generator gradients, the adaptive weight from averaged gradients,
   // averaged discriminator gradients.
   const std::string no_norm = "--set loss.disc_norm=\"none\" ";
-  const RankRun ddp = run_trainer_on_ranks(dir, 2, gan_args(dir.file("ddp")) + no_norm + "--set data.batch_size=2", "ddp.log");
+  const RankRun ddp = run_trainer(dir, 2, gan_args(dir.file("ddp")) + no_norm + "--set data.batch_size=2", "ddp");
   ASSERT_EQ(ddp.code, 0) << ddp.output;
-  const RankRun single = run_trainer_on_ranks(dir, 1, gan_args(dir.file("single")) + no_norm + "--set data.batch_size=4", "single.log");
+  const RankRun single = run_trainer(dir, 1, gan_args(dir.file("single")) + no_norm + "--set data.batch_size=4", "single");
   ASSERT_EQ(single.code, 0) << single.output;
   EXPECT_EQ(read_text(dir.file("ddp/param_digest.rank0")), read_text(dir.file("ddp/param_digest.rank1")));
 
