@@ -8,6 +8,7 @@
 
 #include "dist/bootstrap.h"
 #include "trainer/dcae_job.h"
+#include "trainer/preemption.h"
 #include "trainer/registries.h"
 #include "tools/common/cli.h"
 
@@ -98,6 +99,9 @@ int main(int argc, char** argv) {
       ("stop-at", po::value<int64_t>()->default_value(-1),
        "stop once this many steps are done, as if interrupted (no final checkpoint; for resume tests)")
       ("list", "print the registered models, losses, datasets, optimizers, schedules and every recipe key");
+  // A preemption signal during start-up (MPI, loading, building the model) stops the run after its first step
+  // instead of killing it (SIGUSR1's default action); DcaeJob::run() polls it.
+  dcae::trainer::install_stop_signal_handler();
   // run_tool parses named options only: the bare RECIPE.toml becomes --recipe=RECIPE.toml.
   // MPI under a launcher (it may take its own arguments out of argv), one process otherwise; finalised at exit.
   dcae::dist::Session session(&argc, &argv);
