@@ -7,6 +7,7 @@
 set -euo pipefail
 trainer=$(realpath "${1:?usage: sbatch_requeue.sh DCAE_TRAINER SOURCE_DIR}")
 source_dir=$(realpath "${2:?usage: sbatch_requeue.sh DCAE_TRAINER SOURCE_DIR}")
+# shellcheck source=tests/slurm/slurm_testing.sh
 source "$(dirname "$0")/slurm_testing.sh"
 start_cluster
 
@@ -48,7 +49,9 @@ echo "job $job $state after $((SECONDS - t0)) s: restarts $(job_field "$job" Res
 grep -q "dcae: USR1: the ranks checkpoint and stop" "$log" || fail "the batch script did not trap USR1: $(cat "$log")"
 stopped=$(sed -n 's/.*dcae-trainer: preempted at step \([0-9]*\).*/\1/p' "$log" | head -n 1)
 [ -n "$stopped" ] || fail "the trainer did not report a preempted stop: $(cat "$log")"
-[ "$stopped" -gt 0 ] && [ "$stopped" -lt $steps ] || fail "preempted at step $stopped, expected between 1 and $((steps - 1))"
+if [ "$stopped" -lt 1 ] || [ "$stopped" -ge $steps ]; then
+  fail "preempted at step $stopped, expected between 1 and $((steps - 1))"
+fi
 grep -q "dcae: job $job run 2 " "$log" || fail "no second run of job $job in its log"
 printf -v checkpoint "step_%08d" "$stopped"
 grep -q "resumed from .*$checkpoint at step $stopped" "$log" || fail "the requeued run did not resume from $checkpoint: $(cat "$log")"
@@ -59,5 +62,7 @@ printf -v last "step_%08d" $steps
 rows=$(grep '"split":"train"' "$work/run/metrics.jsonl" | sed -n 's/.*"step":\([0-9]*\).*/\1/p' | tr '\n' ' ')
 [ "$rows" = "$(seq -s ' ' 1 $steps) " ] || fail "metrics.jsonl train steps are '$rows', expected 1..$steps once each"
 digest0=$(cat "$work/run/param_digest.rank0" 2>/dev/null || true)
-[ -n "$digest0" ] && [ "$digest0" = "$(cat "$work/run/param_digest.rank1")" ] || fail "the ranks' final parameters differ"
+if [ -z "$digest0" ] || [ "$digest0" != "$(cat "$work/run/param_digest.rank1")" ]; then
+  fail "the ranks' final parameters differ (or were not written)"
+fi
 pass "job $job: preempted at step $stopped, requeued, resumed and finished at step $steps in $((SECONDS - t0)) s"

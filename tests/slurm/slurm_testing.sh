@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by the Slurm tests: a throw-away cluster in a scratch folder that is always stopped (trap), and a fast
 # wait for batch jobs. Usage in a test:  source slurm_testing.sh; start_cluster; ...; pass
 # Exit codes: 0 passed, 77 skipped (not root, no Slurm: ctest's SKIP_RETURN_CODE), anything else failed.
@@ -55,7 +56,7 @@ wait_job() {
         return 0
         ;;
       PENDING)
-        [ "$(job_field "$job" Restarts)" -gt 0 ] && scontrol update JobId="$job" StartTime=now 2>/dev/null || true
+        if [ "$(job_field "$job" Restarts)" -gt 0 ]; then scontrol update JobId="$job" StartTime=now 2>/dev/null || true; fi
         ;;
     esac
     sleep 0.25

@@ -6,6 +6,7 @@
 set -euo pipefail
 trainer=$(realpath "${1:?usage: srun_trainer.sh DCAE_TRAINER SOURCE_DIR}")
 source_dir=${2:?usage: srun_trainer.sh DCAE_TRAINER SOURCE_DIR}
+# shellcheck source=tests/slurm/slurm_testing.sh
 source "$(dirname "$0")/slurm_testing.sh"
 start_cluster
 
