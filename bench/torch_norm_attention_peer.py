@@ -161,6 +161,18 @@ def bench_sdpa(reps):
                 SDPA_ROWS[("sdpa bwd", name)] = (ms, 2.5 * flops)
 
 
+def print_sdpa_kernels():
+    """Which kernels torch's SDPA runs at the DiT shape (flash / memory-efficient / cuDNN), for the notes."""
+    shape = (32, 16, 1024, 72)
+    q, k, v = (torch.randn(shape, device=DEV, dtype=BF16, requires_grad=True) for _ in range(3))
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        out = F.scaled_dot_product_attention(q, k, v)
+        torch.autograd.grad(out, (q, k, v), torch.randn_like(out))
+        torch.cuda.synchronize()
+    names = sorted({e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA})
+    print("torch sdpa kernels at", shape_str(shape), "bf16:", "; ".join(n[:90] for n in names))
+
+
 def print_comparison(ours_path):
     """Joins the rows of `cuda_attention_bench --sdpa` (saved in ours_path) with the torch rows just measured."""
     ours = {}
@@ -226,6 +238,10 @@ def main():
     for family in args.only.split(","):
         FAMILIES[family.strip()](args.reps)
     if args.ours:
+        try:
+            print_sdpa_kernels()
+        except Exception as error:  # the profiler is a note, never a reason to lose the table
+            print("torch sdpa kernels: profiler failed:", error)
         print_comparison(args.ours)
 
 

@@ -2,8 +2,8 @@
 // D % 8 == 0, D <= 128 (72 runs as is with a k8 tail; others pad with zeros to 32, 64, 80, 96 or 128).
 //
 // A block of 4 warps owns 128 query rows (32 per warp: two m16 tiles share every K/V fragment read from shared
-// memory) and walks the keys in tiles of 64. K and V tiles are double-buffered through cp.async, K of the next
-// tile loading while this one's scores are computed and V while its P V product runs. Scores stay in registers
+// memory) and walks the keys in tiles of 64. K and V tiles are double-buffered through cp.async: the next tile
+// loads while this one is computed, one barrier per tile. Scores stay in registers
 // in log2 units (exp2f) through the online softmax, and the probabilities, rounded to the input dtype as
 // FlashAttention-2 does, are the A operand of P V straight from the accumulators. A row whose scores are all -inf
 // keeps zeros and log-sum-exp -inf. The backward is in attention_mma_backward.cu.
@@ -27,6 +27,7 @@ constexpr size_t forward_shared_bytes() {
 
 // Scores of one 64-key tile for the warp's 2 x 16 rows, in log2 units with the mask added and keys past the end
 // at -inf. Row and key indices within one (batch, head) slab fit in int.
+template <bool kMasked>
 __device__ __forceinline__ void scale_and_mask(float (&s)[2][kForwardKeyTiles][4], const AttentionParams& p,
                                                const float* mask, float scale_log2, const int (&rows)[2][2],
                                                int j0) {
@@ -37,7 +38,7 @@ __device__ __forceinline__ void scale_and_mask(float (&s)[2][kForwardKeyTiles][4
     for (int nt = 0; nt < kForwardKeyTiles; ++nt)
 #pragma unroll
       for (int e = 0; e < 4; ++e) s[m][nt][e] *= scale_log2;
-  if (mask != nullptr) {
+  if constexpr (kMasked) {
 #pragma unroll
     for (int m = 0; m < 2; ++m)
 #pragma unroll
@@ -59,12 +60,12 @@ __device__ __forceinline__ void scale_and_mask(float (&s)[2][kForwardKeyTiles][4
   }
 }
 
-template <typename T, int kD>
+template <typename T, int kD, bool kMasked>
 __global__ void __launch_bounds__(kForwardThreads, 2) attention_forward_mma_kernel(AttentionParams p) {
   constexpr int kP = pitch_for(kD), kN = kD / 8;
-  T* sq = shared_tiles<T>();
   // Stage s: K at sk + s * kStage, V at sv + s * kStage.
   constexpr int kStage = 2 * kForwardKeys * kP;
+  T* sq = shared_tiles<T>();
   T* const sk = sq + kForwardRows * kP;
   T* const sv = sk + kForwardKeys * kP;
   const int warp = threadIdx.x / kWarp, lane = lane_id(), g = lane >> 2, t = lane & 3;
@@ -87,7 +88,6 @@ __global__ void __launch_bounds__(kForwardThreads, 2) attention_forward_mma_kern
 
   async_tile<T, kD, kForwardRows, kForwardThreads>(sq, q, p.q_strides.l, i0, p.lq, d);
   async_tile<T, kD, kForwardKeys, kForwardThreads>(sk, k, p.k_strides.l, 0, p.lk, d);
-  cp_async_commit();
   async_tile<T, kD, kForwardKeys, kForwardThreads>(sv, v, p.v_strides.l, 0, p.lk, d);
   cp_async_commit();
 
@@ -99,56 +99,51 @@ __global__ void __launch_bounds__(kForwardThreads, 2) attention_forward_mma_kern
   for (int j = 0; j < key_tiles; ++j) {
     const int stage = j & 1;
     const int64_t j0 = static_cast<int64_t>(j) * kForwardKeys;
-    cp_async_wait<1>();  // K of this tile (and Q) landed; V may still be in flight
+    cp_async_wait<0>();  // K and V of this tile (issued a whole tile ago) landed for this thread
     __syncthreads();     // ... for every thread, and every warp is done with the other stage
-    if (j + 1 < key_tiles)
-      async_tile<T, kD, kForwardKeys, kForwardThreads>(sk + (stage ^ 1) * kStage, k, p.k_strides.l, j0 + kForwardKeys, p.lk, d);
-    cp_async_commit();
-    float s[2][kForwardKeyTiles][4] = {};
-    if (active) {
-      warp_gemm_nt<T, kD, 2, kForwardKeyTiles>(s, sq, warp_row0, sk + stage * kStage);
-      scale_and_mask(s, p, mask, scale_log2, rows, static_cast<int>(j0));
-#pragma unroll
-      for (int m = 0; m < 2; ++m)
-#pragma unroll
-        for (int r = 0; r < 2; ++r) {
-          float tile_max = row_max[m][r];
-#pragma unroll
-          for (int nt = 0; nt < kForwardKeyTiles; ++nt)
-            tile_max = fmaxf(tile_max, fmaxf(s[m][nt][2 * r], s[m][nt][2 * r + 1]));
-          tile_max = quad_max(tile_max);
-          const float base = tile_max == -INFINITY ? 0.f : tile_max;  // all -inf so far: probabilities 0, not NaN
-          const float alpha = exp2f(row_max[m][r] - base);
-          row_max[m][r] = tile_max;
-          float sum = 0.f;
-#pragma unroll
-          for (int nt = 0; nt < kForwardKeyTiles; ++nt) {
-            s[m][nt][2 * r] = exp2f(s[m][nt][2 * r] - base);
-            s[m][nt][2 * r + 1] = exp2f(s[m][nt][2 * r + 1] - base);
-            sum += s[m][nt][2 * r] + s[m][nt][2 * r + 1];
-          }
-          row_sum[m][r] = row_sum[m][r] * alpha + sum;  // per-thread partial, summed over the quad at the end
-#pragma unroll
-          for (int nt = 0; nt < kN; ++nt) {
-            o[m][nt][2 * r] *= alpha;
-            o[m][nt][2 * r + 1] *= alpha;
-          }
-        }
+    if (j + 1 < key_tiles) {
+      T* const next_k = sk + (stage ^ 1) * kStage;
+      async_tile<T, kD, kForwardKeys, kForwardThreads>(next_k, k, p.k_strides.l, j0 + kForwardKeys, p.lk, d);
+      async_tile<T, kD, kForwardKeys, kForwardThreads>(next_k + kForwardKeys * kP, v, p.v_strides.l,
+                                                      j0 + kForwardKeys, p.lk, d);
     }
-    cp_async_wait<1>();  // V of this tile landed; the next K may still be in flight
-    __syncthreads();
-    if (j + 1 < key_tiles)
-      async_tile<T, kD, kForwardKeys, kForwardThreads>(sv + (stage ^ 1) * kStage, v, p.v_strides.l, j0 + kForwardKeys, p.lk, d);
     cp_async_commit();
-    if (active) {
+    if (!active) continue;
+    float s[2][kForwardKeyTiles][4] = {};
+    warp_gemm_nt<T, kD, 2, kForwardKeyTiles>(s, sq, warp_row0, sk + stage * kStage);
+    scale_and_mask<kMasked>(s, p, mask, scale_log2, rows, static_cast<int>(j0));
 #pragma unroll
-      for (int kk = 0; kk < kForwardKeys / 16; ++kk)
+    for (int m = 0; m < 2; ++m)
 #pragma unroll
-        for (int m = 0; m < 2; ++m) {
-          uint32_t pa[4];
-          accumulators_to_a<T>(pa, s[m][2 * kk], s[m][2 * kk + 1]);
-          warp_gemm_nn_step<T, kD>(o[m], pa, sv + stage * kStage, kk * 16);
+      for (int r = 0; r < 2; ++r) {
+        float tile_max = row_max[m][r];
+#pragma unroll
+        for (int nt = 0; nt < kForwardKeyTiles; ++nt)
+          tile_max = fmaxf(tile_max, fmaxf(s[m][nt][2 * r], s[m][nt][2 * r + 1]));
+        tile_max = quad_max(tile_max);
+        const float base = tile_max == -INFINITY ? 0.f : tile_max;  // all -inf so far: probabilities 0, not NaN
+        const float alpha = fast_exp2(row_max[m][r] - base);
+        row_max[m][r] = tile_max;
+        float sum = 0.f;
+#pragma unroll
+        for (int nt = 0; nt < kForwardKeyTiles; ++nt) {
+          s[m][nt][2 * r] = fast_exp2(s[m][nt][2 * r] - base);
+          s[m][nt][2 * r + 1] = fast_exp2(s[m][nt][2 * r + 1] - base);
+          sum += s[m][nt][2 * r] + s[m][nt][2 * r + 1];
         }
+        row_sum[m][r] = row_sum[m][r] * alpha + sum;  // per-thread partial, summed over the quad at the end
+#pragma unroll
+        for (int nt = 0; nt < kN; ++nt) {
+          o[m][nt][2 * r] *= alpha;
+          o[m][nt][2 * r + 1] *= alpha;
+        }
+      }
+#pragma unroll
+    for (int kk = 0; kk < kForwardKeys / 16; ++kk) {
+      uint32_t pa[2][4];
+#pragma unroll
+      for (int m = 0; m < 2; ++m) accumulators_to_a<T>(pa[m], s[m][2 * kk], s[m][2 * kk + 1]);
+      warp_gemm_nn_step<T, kD, 2>(o, pa, sv + stage * kStage, kk * 16);
     }
   }
   cp_async_wait<0>();
@@ -178,7 +173,9 @@ bool mma_attention_supported(DType dtype, int64_t d, int64_t dv) {
 
 void mma_attention_forward(const AttentionParams& p, DType dtype, StreamHandle stream) {
   visit_mma(dtype, p.d, [&]<typename T, int kD>() {
-    launch<kForwardThreads>(attention_forward_mma_kernel<T, kD>, "attention_forward_mma_kernel",
+    const auto kernel = p.mask != nullptr ? attention_forward_mma_kernel<T, kD, true>
+                                          : attention_forward_mma_kernel<T, kD, false>;
+    launch<kForwardThreads>(kernel, "attention_forward_mma_kernel",
                             dim3(static_cast<unsigned>(p.batch * p.heads), tiles(p.lq, kForwardRows)),
                             forward_shared_bytes<kD>(), stream, p);
   });

@@ -75,24 +75,36 @@ __device__ __forceinline__ void warp_gemm_nt(float (&acc)[kM][kN][4], const T* a
   }
 }
 
-// acc[nt] += A B over 16 k for one m-tile: A = the fragment `af` (16 rows x 16 k), B = rows [k0, k0 + 16) of tile
-// `b` stored [k][n] (pitch for kD), every n-tile of the head size (kD / 8, the last one alone when odd).
-template <typename T, int kD>
-__device__ __forceinline__ void warp_gemm_nn_step(float (&acc)[kD / 8][4], const uint32_t (&af)[4], const T* b,
-                                                  int k0) {
+// acc[m][nt] += A_m B over 16 k for kM m-tiles: A_m = the fragments `af[m]` (16 rows x 16 k), B = rows [k0, k0 + 16)
+// of tile `b` stored [k][n] (pitch for kD), every n-tile of the head size (kD / 8, the last one alone when odd).
+// Each B fragment is read from shared memory once for all m-tiles.
+template <typename T, int kD, int kM>
+__device__ __forceinline__ void warp_gemm_nn_step(float (&acc)[kM][kD / 8][4], const uint32_t (&af)[kM][4],
+                                                  const T* b, int k0) {
   constexpr int kP = pitch_for(kD), kN = kD / 8;
 #pragma unroll
   for (int np = 0; np < kN / 2; ++np) {
     uint32_t bf[4];
     load_b_kn(bf, b, kP, k0, np * 16);
-    mma<T>(acc[2 * np], af, bf[0], bf[1]);
-    mma<T>(acc[2 * np + 1], af, bf[2], bf[3]);
+#pragma unroll
+    for (int m = 0; m < kM; ++m) {
+      mma<T>(acc[m][2 * np], af[m], bf[0], bf[1]);
+      mma<T>(acc[m][2 * np + 1], af[m], bf[2], bf[3]);
+    }
   }
   if constexpr (kN % 2 != 0) {
     uint32_t bf[2];
     load_b1_kn(bf, b, kP, k0, (kN - 1) * 8);
-    mma<T>(acc[kN - 1], af, bf[0], bf[1]);
+#pragma unroll
+    for (int m = 0; m < kM; ++m) mma<T>(acc[m][kN - 1], af[m], bf[0], bf[1]);
   }
+}
+
+// 2^x on the special-function unit, denormals flushed (exp2(-inf) = 0).
+__device__ __forceinline__ float fast_exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
 }
 
 template <typename T>
