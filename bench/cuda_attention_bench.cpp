@@ -5,7 +5,6 @@
 // Forward and backward. Prints the table of bench/cuda_bench_timing.h; bench/torch_norm_attention_peer.py prints PyTorch's.
 #include <cmath>
 #include <cstdio>
-#include <cstdlib>
 #include <string>
 
 #ifdef DCAE_WITH_CUDA
@@ -56,18 +55,6 @@ void softmax_attention() {
         const double backward = bench::median_ms(
             [&] { ops::cuda::attention_backward(g, q, k, v, Tensor(), scale, lse, out, false); });
         bench::print_row("sdpa bwd", name, backward, 2.5 * flops, 8 * elements * 2);
-        setenv("DCAE_SDPA_BACKWARD_WARPS", "4", 1);  // experiment: 64-key blocks
-        const double backward4 = bench::median_ms(
-            [&] { ops::cuda::attention_backward(g, q, k, v, Tensor(), scale, lse, out, false); });
-        unsetenv("DCAE_SDPA_BACKWARD_WARPS");
-        bench::print_row("sdpa bwd w4", name, backward4, 2.5 * flops, 8 * elements * 2);
-        for (const char* experiment : {"1", "2", "3"}) {  // experiment: no dq atomics / no dq product / bulk dq
-          setenv("DCAE_SDPA_EXPERIMENT", experiment, 1);
-          const double partial = bench::median_ms(
-              [&] { ops::cuda::attention_backward(g, q, k, v, Tensor(), scale, lse, out, false); });
-          unsetenv("DCAE_SDPA_EXPERIMENT");
-          bench::print_row(std::string("sdpa bwd x") + experiment, name, partial, 2.5 * flops, 8 * elements * 2);
-        }
       }
 }
 

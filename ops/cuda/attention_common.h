@@ -41,7 +41,6 @@ struct AttentionParams {
   // (+inf where a row is padding or fully masked); di holds D there too.
   float* lse_log2 = nullptr;
   int64_t lq_padded = 0;
-  int experiment = 0;  // TEMPORARY timing experiment: 1 skips the dq atomics, 2 skips the dq product too
   int64_t batch = 0, heads = 0, lq = 0, lk = 0, d = 0, dv_dim = 0;
   double scale = 1.0;
 };

@@ -69,8 +69,10 @@ __global__ void __launch_bounds__(kForwardThreads, 2) attention_forward_mma_kern
   T* const sk = sq + kForwardRows * kP;
   T* const sv = sk + kForwardKeys * kP;
   const int warp = threadIdx.x / kWarp, lane = lane_id(), g = lane >> 2, t = lane & 3;
-  const int64_t bh = blockIdx.x, b = bh / p.heads, h = bh % p.heads;
-  const int64_t i0 = static_cast<int64_t>(blockIdx.y) * kForwardRows;
+  // One flat grid, query tiles fastest: the blocks of one head run together and share its K and V through L2.
+  const int64_t query_tiles = tiles(p.lq, kForwardRows);
+  const int64_t bh = blockIdx.x / query_tiles, b = bh / p.heads, h = bh % p.heads;
+  const int64_t i0 = blockIdx.x % query_tiles * kForwardRows;
   const int d = static_cast<int>(p.d);
   const T* q = slab<T>(p.q, p.q_strides, b, h);
   const T* k = slab<T>(p.k, p.k_strides, b, h);
@@ -176,7 +178,7 @@ void mma_attention_forward(const AttentionParams& p, DType dtype, StreamHandle s
     const auto kernel = p.mask != nullptr ? attention_forward_mma_kernel<T, kD, true>
                                           : attention_forward_mma_kernel<T, kD, false>;
     launch<kForwardThreads>(kernel, "attention_forward_mma_kernel",
-                            dim3(static_cast<unsigned>(p.batch * p.heads), tiles(p.lq, kForwardRows)),
+                            dim3(static_cast<unsigned>(p.batch * p.heads * tiles(p.lq, kForwardRows))),
                             forward_shared_bytes<kD>(), stream, p);
   });
 }

@@ -6,9 +6,6 @@
 //      dK += dS^T Q accumulate in registers, and dS goes through shared memory for this tile's dQ = dS K, added
 //      into an fp32 buffer with atomics (so dq's fp32 summation order varies from run to run);
 //   3. dq = scale * the fp32 buffer, rounded to the input dtype.
-#include <cstdlib>
-#include <string>
-
 #include "ops/cuda/attention_mma_common.cuh"
 
 namespace dcae::ops::cuda::attention_detail {
@@ -18,29 +15,18 @@ using namespace mma_detail;
 
 namespace {
 
-// Bulk (TMA-engine) reduction of a shared-memory fp32 tile into global memory, sm_90: the writes to shared memory
-// are fenced for the async proxy first; wait_read returns once the source tile may be overwritten.
-__device__ __forceinline__ void bulk_fence_shared_to_async() {
-  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
-}
-__device__ __forceinline__ void bulk_reduce_add_f32(float* global, const float* shared, uint32_t bytes) {
-  asm volatile(
-      "cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32 [%0], [%1], %2;\n"
-      "cp.async.bulk.commit_group;\n" ::"l"(global),
-      "r"(shared_address(shared)), "r"(bytes)
-      : "memory");
-}
-__device__ __forceinline__ void bulk_wait_read() { asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory"); }
-
-// A block of kWarps warps owns 16 * kWarps keys; query tiles of 64 rows.
+// A block of 8 warps owns 128 keys (16 per warp) and walks query tiles of 64 rows. (Measured on an H200 against
+// 4-warp blocks of 64 keys, and against dq staged in shared memory and added with one bulk reduction per tile:
+// both no faster.)
+constexpr int kBackwardWarps = 8, kBackwardThreads = kBackwardWarps * kWarp, kBackwardKeys = 16 * kBackwardWarps;
 constexpr int kBackwardRows = 64, kBackwardRowTiles = kBackwardRows / 8;
 constexpr int kScoresPitch = pitch_for(kBackwardRows);  // dS^T in shared memory: [key][query]
 
-template <int kD, int kWarps>
+template <int kD>
 constexpr size_t backward_shared_bytes() {
-  constexpr int keys = 16 * kWarps;
-  return static_cast<size_t>((2 * keys + 4 * kBackwardRows) * pitch_for(kD) + keys * kScoresPitch) * 2 +
-         4 * kBackwardRows * sizeof(float) + static_cast<size_t>(kBackwardRows) * kD * sizeof(float);
+  return static_cast<size_t>((2 * kBackwardKeys + 4 * kBackwardRows) * pitch_for(kD) + kBackwardKeys * kScoresPitch) *
+             2 +
+         4 * kBackwardRows * sizeof(float);
 }
 
 // One 8-thread group per query row (rows padded to whole tiles): D and lse2 (see the file comment).
@@ -75,11 +61,11 @@ __global__ void attention_backward_rows_kernel(AttentionParams p) {
   p.lse_log2[row] = lse2;
 }
 
-template <typename T, int kD, int kWarps, bool kMasked>
-__global__ void __launch_bounds__(kWarps * kWarp, 8 / kWarps) attention_backward_mma_kernel(AttentionParams p) {
-  constexpr int kP = pitch_for(kD), kN = kD / 8, kBackwardThreads = kWarps * kWarp, kBackwardKeys = 16 * kWarps;
-  // dQ: warp w takes 16 query rows ((w % 4) * 16) and one of kWarps / 4 shares of the column pairs.
-  constexpr int kPairs = (kN + 1) / 2, kHalfPairs = (kPairs + kWarps / 4 - 1) / (kWarps / 4);
+template <typename T, int kD, bool kMasked>
+__global__ void __launch_bounds__(kBackwardThreads, 1) attention_backward_mma_kernel(AttentionParams p) {
+  constexpr int kP = pitch_for(kD), kN = kD / 8;
+  // dQ: warp w takes 16 query rows ((w % 4) * 16) and half of the head's n-tiles: the first kFirstTiles or the rest.
+  constexpr int kFirstTiles = (kN + 1) / 2;
   T* sk = shared_tiles<T>();
   T* sv = sk + kBackwardKeys * kP;
   // Stage s of the query tiles: Q at sq + s * kStage, dO at sg + s * kStage.
@@ -89,10 +75,12 @@ __global__ void __launch_bounds__(kWarps * kWarp, 8 / kWarps) attention_backward
   T* sds = sv + (kBackwardKeys + 4 * kBackwardRows) * kP;
   float* slse = reinterpret_cast<float*>(sds + kBackwardKeys * kScoresPitch);  // [2][rows], log2 units
   float* sdi = slse + 2 * kBackwardRows;                                       // [2][rows]
-  float* sdq = sdi + 2 * kBackwardRows;                                        // [rows][d] fp32 (bulk path)
   const int warp = threadIdx.x / kWarp, lane = lane_id(), g = lane >> 2, t = lane & 3;
-  const int64_t bh = blockIdx.x, b = bh / p.heads, h = bh % p.heads;
-  const int64_t j0 = static_cast<int64_t>(blockIdx.y) * kBackwardKeys;
+  // One flat grid, key blocks fastest: the blocks of one head run together and share its Q and dO through L2.
+  const int64_t key_blocks = tiles(p.lk, kBackwardKeys);
+  const int key_block = static_cast<int>(blockIdx.x % key_blocks);
+  const int64_t bh = blockIdx.x / key_blocks, b = bh / p.heads, h = bh % p.heads;
+  const int64_t j0 = static_cast<int64_t>(key_block) * kBackwardKeys;
   const int d = static_cast<int>(p.d);
   const T* q = slab<T>(p.q, p.q_strides, b, h);
   const T* grad = slab<T>(p.grad, p.grad_strides, b, h);
@@ -115,7 +103,10 @@ __global__ void __launch_bounds__(kWarps * kWarp, 8 / kWarps) attention_backward
   async_tile<T, kD, kBackwardKeys, kBackwardThreads>(sk, slab<T>(p.k, p.k_strides, b, h), p.k_strides.l, j0, p.lk, d);
   async_tile<T, kD, kBackwardKeys, kBackwardThreads>(sv, slab<T>(p.v, p.v_strides, b, h), p.v_strides.l, j0, p.lk, d);
   const int row_tiles = static_cast<int>(tiles(p.lq, kBackwardRows));
-  if (row_tiles > 0) load_row_tile(0, 0);
+  // Each key block starts its walk over the query tiles at a different tile, so that the blocks of one head,
+  // running together, add into different dq rows.
+  const int first_tile = row_tiles > 0 ? key_block % row_tiles : 0;
+  if (row_tiles > 0) load_row_tile(first_tile, 0);
   cp_async_commit();
 
   const int warp_key0 = warp * 16;
@@ -123,14 +114,15 @@ __global__ void __launch_bounds__(kWarps * kWarp, 8 / kWarps) attention_backward
   const int64_t keys[2] = {j0 + warp_key0 + g, j0 + warp_key0 + g + 8};
   const bool key_inside[2] = {keys[0] < p.lk, keys[1] < p.lk};
   float dk[1][kN][4] = {}, dv[1][kN][4] = {};
-  const int dq_row0 = (warp & 3) * 16, dq_half = warp >> 2;
-  for (int tile = 0; tile < row_tiles; ++tile) {
-    const int stage = tile & 1;
+  const int dq_row0 = (warp & 3) * 16;
+  const int dq_tile0 = warp < 4 ? 0 : kFirstTiles, dq_tiles = warp < 4 ? kFirstTiles : kN - kFirstTiles;
+  for (int step = 0; step < row_tiles; ++step) {
+    const int stage = step & 1;
+    const int tile = (first_tile + step) % row_tiles;
     const int64_t i0 = static_cast<int64_t>(tile) * kBackwardRows;
     cp_async_wait<0>();
-    if (p.experiment == 3 && threadIdx.x == 0) bulk_wait_read();  // the dq staging tile is free again
     __syncthreads();  // this tile landed for every thread; every warp is done with the other stage and with dS
-    if (tile + 1 < row_tiles) load_row_tile(tile + 1, stage ^ 1);
+    if (step + 1 < row_tiles) load_row_tile((tile + 1) % row_tiles, stage ^ 1);
     cp_async_commit();
     if (active) {
       float st[1][kBackwardRowTiles][4] = {}, dpt[1][kBackwardRowTiles][4] = {};
@@ -177,9 +169,8 @@ __global__ void __launch_bounds__(kWarps * kWarp, 8 / kWarps) attention_backward
           *reinterpret_cast<uint32_t*>(sds + (warp_key0 + g + 8 * r) * kScoresPitch + nt * 8 + 2 * t) = 0u;
     }
     __syncthreads();  // dS^T of every key is in shared memory
-    // dQ of this tile from these keys: warp -> 16 query rows x half of the head's column pairs.
-    if (p.experiment == 2) continue;
-    float acc[kHalfPairs][2][4] = {};
+    // dQ of this tile from these keys: warp -> 16 query rows x half of the head's n-tiles.
+    float acc[kFirstTiles + 1][4] = {};  // one spare: the pair branch names acc[i + 1] for every even i
     const int key_steps = static_cast<int>((p.lk - j0 < kBackwardKeys ? p.lk - j0 : kBackwardKeys) + 15) / 16;
 #pragma unroll
     for (int kk = 0; kk < kBackwardKeys / 16; ++kk) {
@@ -187,69 +178,39 @@ __global__ void __launch_bounds__(kWarps * kWarp, 8 / kWarps) attention_backward
       uint32_t a[4];
       load_a_km(a, sds, kScoresPitch, dq_row0, kk * 16);
 #pragma unroll
-      for (int hp = 0; hp < kHalfPairs; ++hp) {
-        const int pair = dq_half * kHalfPairs + hp;
-        if (pair >= kPairs) continue;
-        if (2 * pair + 1 < kN) {
+      for (int i = 0; i < kFirstTiles; i += 2) {
+        if (i + 1 < dq_tiles) {
           uint32_t bf[4];
-          load_b_kn(bf, sk, kP, kk * 16, pair * 16);
-          mma<T>(acc[hp][0], a, bf[0], bf[1]);
-          mma<T>(acc[hp][1], a, bf[2], bf[3]);
-        } else {
+          load_b_kn(bf, sk, kP, kk * 16, (dq_tile0 + i) * 8);
+          mma<T>(acc[i], a, bf[0], bf[1]);
+          mma<T>(acc[i + 1], a, bf[2], bf[3]);
+        } else if (i < dq_tiles) {
           uint32_t bf[2];
-          load_b1_kn(bf, sk, kP, kk * 16, pair * 16);
-          mma<T>(acc[hp][0], a, bf[0], bf[1]);
+          load_b1_kn(bf, sk, kP, kk * 16, (dq_tile0 + i) * 8);
+          mma<T>(acc[i], a, bf[0], bf[1]);
         }
       }
-    }
-    if (p.experiment == 1) {
-      if (acc[0][0][0] == 12345.f) p.dq_accum[0] = 1.f;  // keeps the product alive
-      continue;
     }
     float* dq = p.dq_accum + bh * p.lq * d;
-    if (p.experiment == 3) {
-      // The tile through shared memory, [rows][d] fp32 like dq_accum, then one bulk reduction into L2.
 #pragma unroll
-      for (int hp = 0; hp < kHalfPairs; ++hp)
+    for (int i = 0; i < kFirstTiles; ++i) {
+      const int col = (dq_tile0 + i) * 8 + 2 * t;
+      if (i >= dq_tiles || col >= d) continue;
 #pragma unroll
-        for (int half = 0; half < 2; ++half) {
-          const int col = ((dq_half * kHalfPairs + hp) * 2 + half) * 8 + 2 * t;
-          if (col >= d) continue;
-#pragma unroll
-          for (int r = 0; r < 2; ++r)
-            *reinterpret_cast<float2*>(sdq + (dq_row0 + g + 8 * r) * d + col) =
-                make_float2(acc[hp][half][2 * r], acc[hp][half][2 * r + 1]);
-        }
-      bulk_fence_shared_to_async();
-      __syncthreads();
-      if (threadIdx.x == 0) {
-        const int64_t valid = p.lq - i0 < kBackwardRows ? p.lq - i0 : kBackwardRows;
-        bulk_reduce_add_f32(dq + i0 * d, sdq, static_cast<uint32_t>(valid * d * 4));
-      }
-      continue;
-    }
-#pragma unroll
-    for (int hp = 0; hp < kHalfPairs; ++hp)
-#pragma unroll
-      for (int half = 0; half < 2; ++half) {
-        const int col = ((dq_half * kHalfPairs + hp) * 2 + half) * 8 + 2 * t;
-        if (col >= d) continue;
-#pragma unroll
-        for (int r = 0; r < 2; ++r) {
-          const int64_t row = i0 + dq_row0 + g + 8 * r;
-          if (row >= p.lq) continue;
-          float* at = dq + row * d + col;
+      for (int r = 0; r < 2; ++r) {
+        const int64_t row = i0 + dq_row0 + g + 8 * r;
+        if (row >= p.lq) continue;
+        float* at = dq + row * d + col;
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-          atomicAdd(reinterpret_cast<float2*>(at), make_float2(acc[hp][half][2 * r], acc[hp][half][2 * r + 1]));
+        atomicAdd(reinterpret_cast<float2*>(at), make_float2(acc[i][2 * r], acc[i][2 * r + 1]));
 #else
-          atomicAdd(at, acc[hp][half][2 * r]);
-          atomicAdd(at + 1, acc[hp][half][2 * r + 1]);
+        atomicAdd(at, acc[i][2 * r]);
+        atomicAdd(at + 1, acc[i][2 * r + 1]);
 #endif
-        }
       }
+    }
   }
   cp_async_wait<0>();
-  if (p.experiment == 3 && threadIdx.x == 0) bulk_wait_read();
   if (!active) return;
   const float scale[2] = {static_cast<float>(p.scale), static_cast<float>(p.scale)};
   const float one[2] = {1.f, 1.f};
@@ -270,12 +231,6 @@ __global__ void attention_backward_dq_kernel(AttentionParams p, int64_t n) {
   *reinterpret_cast<uint2*>(static_cast<T*>(p.dq) + i) = packed;
 }
 
-// Experiment switch: DCAE_SDPA_BACKWARD_WARPS=4 runs 64-key blocks of 4 warps instead of 128-key blocks of 8.
-int backward_warps() {
-  const char* env = std::getenv("DCAE_SDPA_BACKWARD_WARPS");
-  return env != nullptr && std::string(env) == "4" ? 4 : 8;
-}
-
 }  // namespace
 
 int64_t mma_backward_padded_rows(int64_t lq) { return static_cast<int64_t>(tiles(lq, kBackwardRows)) * kBackwardRows; }
@@ -293,17 +248,10 @@ void mma_attention_backward(const AttentionParams& p, DType dtype, StreamHandle 
       check_launch("attention_backward_rows_kernel");
     }
     const bool masked = p.mask != nullptr || p.dscores != nullptr;
-    const char* experiment = std::getenv("DCAE_SDPA_EXPERIMENT");
-    const_cast<AttentionParams&>(p).experiment = experiment == nullptr ? 0 : std::atoi(experiment);
-    const auto run = [&]<int kWarps>() {
-      const auto kernel = masked ? attention_backward_mma_kernel<T, kD, kWarps, true>
-                                 : attention_backward_mma_kernel<T, kD, kWarps, false>;
-      launch<kWarps * kWarp>(kernel, "attention_backward_mma_kernel",
-                             dim3(static_cast<unsigned>(bh), tiles(p.lk, 16 * kWarps)),
-                             backward_shared_bytes<kD, kWarps>(), stream, p);
-    };
-    if (backward_warps() == 4) run.template operator()<4>();
-    else run.template operator()<8>();
+    const auto kernel = masked ? attention_backward_mma_kernel<T, kD, true> : attention_backward_mma_kernel<T, kD, false>;
+    launch<kBackwardThreads>(kernel, "attention_backward_mma_kernel",
+                             dim3(static_cast<unsigned>(bh * tiles(p.lk, kBackwardKeys))), backward_shared_bytes<kD>(),
+                             stream, p);
     if (dq_elements > 0) {
       attention_backward_dq_kernel<T><<<static_cast<unsigned>((dq_elements / 4 + 255) / 256), 256, 0, stream>>>(
           p, dq_elements);
