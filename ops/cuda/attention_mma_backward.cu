@@ -24,7 +24,8 @@ constexpr int kScoresPitch = pitch_for(kBackwardRows);  // dS^T in shared memory
 
 template <int kD>
 constexpr size_t backward_shared_bytes() {
-  return static_cast<size_t>((2 * kBackwardKeys + 4 * kBackwardRows) * pitch_for(kD) + kBackwardKeys * kScoresPitch) *
+  return static_cast<size_t>((2 * kBackwardKeys + 4 * kBackwardRows) * pitch_for(kD) +
+                             2 * kBackwardKeys * kScoresPitch) *
              2 +
          4 * kBackwardRows * sizeof(float);
 }
@@ -73,7 +74,8 @@ __global__ void __launch_bounds__(kBackwardThreads, 1) attention_backward_mma_ke
   T* const sq = sv + kBackwardKeys * kP;
   T* const sg = sq + kBackwardRows * kP;
   T* sds = sv + (kBackwardKeys + 4 * kBackwardRows) * kP;
-  float* slse = reinterpret_cast<float*>(sds + kBackwardKeys * kScoresPitch);  // [2][rows], log2 units
+  constexpr int kScoresStage = kBackwardKeys * kScoresPitch;  // dS^T is double-buffered too
+  float* slse = reinterpret_cast<float*>(sds + 2 * kScoresStage);  // [2][rows], log2 units
   float* sdi = slse + 2 * kBackwardRows;                                       // [2][rows]
   const int warp = threadIdx.x / kWarp, lane = lane_id(), g = lane >> 2, t = lane & 3;
   // One flat grid, key blocks fastest: the blocks of one head run together and share its Q and dO through L2.
@@ -116,67 +118,16 @@ __global__ void __launch_bounds__(kBackwardThreads, 1) attention_backward_mma_ke
   float dk[1][kN][4] = {}, dv[1][kN][4] = {};
   const int dq_row0 = (warp & 3) * 16;
   const int dq_tile0 = warp < 4 ? 0 : kFirstTiles, dq_tiles = warp < 4 ? kFirstTiles : kN - kFirstTiles;
-  for (int step = 0; step < row_tiles; ++step) {
-    const int stage = step & 1;
-    const int tile = (first_tile + step) % row_tiles;
-    const int64_t i0 = static_cast<int64_t>(tile) * kBackwardRows;
-    cp_async_wait<0>();
-    __syncthreads();  // this tile landed for every thread; every warp is done with the other stage and with dS
-    if (step + 1 < row_tiles) load_row_tile((tile + 1) % row_tiles, stage ^ 1);
-    cp_async_commit();
-    if (active) {
-      float st[1][kBackwardRowTiles][4] = {}, dpt[1][kBackwardRowTiles][4] = {};
-      warp_gemm_nt<T, kD, 1, kBackwardRowTiles>(st, sk, warp_key0, sq + stage * kStage);
-      warp_gemm_nt<T, kD, 1, kBackwardRowTiles>(dpt, sv, warp_key0, sg + stage * kStage);
-      const float* tile_lse = slse + stage * kBackwardRows;
-      const float* tile_di = sdi + stage * kBackwardRows;
-#pragma unroll
-      for (int nt = 0; nt < kBackwardRowTiles; ++nt)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int local = nt * 8 + 2 * t + (e & 1), r = e >> 1;
-          const int64_t row = i0 + local;
-          float x = st[0][nt][e] * scale_log2;
-          if constexpr (kMasked)
-            if (mask != nullptr && row < p.lq && key_inside[r])
-              x += mask[row * p.mask_strides[2] + keys[r] * p.mask_strides[3]] * kLog2e;
-          const float prob = key_inside[r] ? fast_exp2(x - tile_lse[local]) : 0.f;
-          const float ds = prob * (dpt[0][nt][e] - tile_di[local]);
-          st[0][nt][e] = prob;
-          dpt[0][nt][e] = ds;
-          if constexpr (kMasked)
-            if (dscores != nullptr && row < p.lq && key_inside[r]) dscores[(bh * p.lq + row) * p.lk + keys[r]] = ds;
-        }
-#pragma unroll
-      for (int nt = 0; nt < kBackwardRowTiles; ++nt)
-#pragma unroll
-        for (int r = 0; r < 2; ++r)
-          *reinterpret_cast<uint32_t*>(sds + (warp_key0 + g + 8 * r) * kScoresPitch + nt * 8 + 2 * t) =
-              pack2<T>(dpt[0][nt][2 * r], dpt[0][nt][2 * r + 1]);
-#pragma unroll
-      for (int kk = 0; kk < kBackwardRows / 16; ++kk) {
-        uint32_t pa[1][4], sa[1][4];
-        accumulators_to_a<T>(pa[0], st[0][2 * kk], st[0][2 * kk + 1]);
-        warp_gemm_nn_step<T, kD, 1>(dv, pa, sg + stage * kStage, kk * 16);
-        accumulators_to_a<T>(sa[0], dpt[0][2 * kk], dpt[0][2 * kk + 1]);
-        warp_gemm_nn_step<T, kD, 1>(dk, sa, sq + stage * kStage, kk * 16);
-      }
-    } else {
-#pragma unroll
-      for (int nt = 0; nt < kBackwardRowTiles; ++nt)
-#pragma unroll
-        for (int r = 0; r < 2; ++r)
-          *reinterpret_cast<uint32_t*>(sds + (warp_key0 + g + 8 * r) * kScoresPitch + nt * 8 + 2 * t) = 0u;
-    }
-    __syncthreads();  // dS^T of every key is in shared memory
-    // dQ of this tile from these keys: warp -> 16 query rows x half of the head's n-tiles.
+  // dQ of one query tile from these keys, from its dS^T in shared memory: warp -> 16 query rows x half of the
+  // head's n-tiles, added into dq_accum.
+  const auto dq_product = [&](const T* scores, int64_t i0) {
     float acc[kFirstTiles + 1][4] = {};  // one spare: the pair branch names acc[i + 1] for every even i
     const int key_steps = static_cast<int>((p.lk - j0 < kBackwardKeys ? p.lk - j0 : kBackwardKeys) + 15) / 16;
 #pragma unroll
     for (int kk = 0; kk < kBackwardKeys / 16; ++kk) {
       if (kk >= key_steps) break;
       uint32_t a[4];
-      load_a_km(a, sds, kScoresPitch, dq_row0, kk * 16);
+      load_a_km(a, scores, kScoresPitch, dq_row0, kk * 16);
 #pragma unroll
       for (int i = 0; i < kFirstTiles; i += 2) {
         if (i + 1 < dq_tiles) {
@@ -209,6 +160,69 @@ __global__ void __launch_bounds__(kBackwardThreads, 1) attention_backward_mma_ke
 #endif
       }
     }
+  };
+  // Software-pipelined: step s computes dQ of step s - 1 (its dS^T complete after this step's barrier) beside the
+  // scores of its own tile, one barrier per step.
+  int64_t previous_i0 = 0;
+  for (int step = 0; step < row_tiles; ++step) {
+    const int stage = step & 1;
+    const int tile = (first_tile + step) % row_tiles;
+    const int64_t i0 = static_cast<int64_t>(tile) * kBackwardRows;
+    cp_async_wait<0>();
+    __syncthreads();  // this tile landed for every thread; every warp is done with the other stages
+    if (step + 1 < row_tiles) load_row_tile((tile + 1) % row_tiles, stage ^ 1);
+    cp_async_commit();
+    if (step > 0) dq_product(sds + (stage ^ 1) * kScoresStage, previous_i0);
+    previous_i0 = i0;
+    T* const tile_scores = sds + stage * kScoresStage;
+    if (active) {
+      float st[1][kBackwardRowTiles][4] = {}, dpt[1][kBackwardRowTiles][4] = {};
+      warp_gemm_nt<T, kD, 1, kBackwardRowTiles>(st, sk, warp_key0, sq + stage * kStage);
+      warp_gemm_nt<T, kD, 1, kBackwardRowTiles>(dpt, sv, warp_key0, sg + stage * kStage);
+      const float* tile_lse = slse + stage * kBackwardRows;
+      const float* tile_di = sdi + stage * kBackwardRows;
+#pragma unroll
+      for (int nt = 0; nt < kBackwardRowTiles; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int local = nt * 8 + 2 * t + (e & 1), r = e >> 1;
+          const int64_t row = i0 + local;
+          float x = st[0][nt][e] * scale_log2;
+          if constexpr (kMasked)
+            if (mask != nullptr && row < p.lq && key_inside[r])
+              x += mask[row * p.mask_strides[2] + keys[r] * p.mask_strides[3]] * kLog2e;
+          const float prob = key_inside[r] ? fast_exp2(x - tile_lse[local]) : 0.f;
+          const float ds = prob * (dpt[0][nt][e] - tile_di[local]);
+          st[0][nt][e] = prob;
+          dpt[0][nt][e] = ds;
+          if constexpr (kMasked)
+            if (dscores != nullptr && row < p.lq && key_inside[r]) dscores[(bh * p.lq + row) * p.lk + keys[r]] = ds;
+        }
+#pragma unroll
+      for (int nt = 0; nt < kBackwardRowTiles; ++nt)
+#pragma unroll
+        for (int r = 0; r < 2; ++r)
+          *reinterpret_cast<uint32_t*>(tile_scores + (warp_key0 + g + 8 * r) * kScoresPitch + nt * 8 + 2 * t) =
+              pack2<T>(dpt[0][nt][2 * r], dpt[0][nt][2 * r + 1]);
+#pragma unroll
+      for (int kk = 0; kk < kBackwardRows / 16; ++kk) {
+        uint32_t pa[1][4], sa[1][4];
+        accumulators_to_a<T>(pa[0], st[0][2 * kk], st[0][2 * kk + 1]);
+        warp_gemm_nn_step<T, kD, 1>(dv, pa, sg + stage * kStage, kk * 16);
+        accumulators_to_a<T>(sa[0], dpt[0][2 * kk], dpt[0][2 * kk + 1]);
+        warp_gemm_nn_step<T, kD, 1>(dk, sa, sq + stage * kStage, kk * 16);
+      }
+    } else {
+#pragma unroll
+      for (int nt = 0; nt < kBackwardRowTiles; ++nt)
+#pragma unroll
+        for (int r = 0; r < 2; ++r)
+          *reinterpret_cast<uint32_t*>(tile_scores + (warp_key0 + g + 8 * r) * kScoresPitch + nt * 8 + 2 * t) = 0u;
+    }
+  }
+  if (row_tiles > 0) {
+    __syncthreads();  // dS^T of the last tile from every warp
+    dq_product(sds + ((row_tiles - 1) & 1) * kScoresStage, previous_i0);
   }
   cp_async_wait<0>();
   if (!active) return;
