@@ -3,8 +3,10 @@
 //      so its probabilities come out 0), both padded to whole query tiles;
 //   2. a block of 8 warps per 128 keys (16 per warp) walks the query tiles of 64, double-buffered through cp.async:
 //      S^T = K Q^T and dP^T = V dO^T, P = exp2(S scale log2e - lse2), dS = P (dP - D); dV += P^T dO and
-//      dK += dS^T Q accumulate in registers, and dS goes through shared memory for this tile's dQ = dS K, added
-//      into an fp32 buffer with atomics (so dq's fp32 summation order varies from run to run);
+//      dK += dS^T Q accumulate in registers, and dS goes through shared memory (double-buffered) for dQ = dS K,
+//      which the next step computes beside its own scores and adds into an fp32 buffer with atomics (so dq's fp32
+//      summation order varies from run to run). The blocks of one head are adjacent in the grid, so Q and dO come
+//      from L2, and each starts its walk at a different query tile, so their atomics hit different rows;
 //   3. dq = scale * the fp32 buffer, rounded to the input dtype.
 #include "ops/cuda/attention_mma_common.cuh"
 
