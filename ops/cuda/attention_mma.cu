@@ -178,7 +178,8 @@ void mma_attention_forward(const AttentionParams& p, DType dtype, StreamHandle s
     const auto kernel = p.mask != nullptr ? attention_forward_mma_kernel<T, kD, true>
                                           : attention_forward_mma_kernel<T, kD, false>;
     launch<kForwardThreads>(kernel, "attention_forward_mma_kernel",
-                            dim3(static_cast<unsigned>(p.batch * p.heads * tiles(p.lq, kForwardRows))),
+                            dim3(grid_blocks(p.batch * p.heads * tiles(p.lq, kForwardRows),
+                                             "attention_forward_mma_kernel")),
                             forward_shared_bytes<kD>(), stream, p);
   });
 }

@@ -260,17 +260,19 @@ void mma_attention_backward(const AttentionParams& p, DType dtype, StreamHandle 
   visit_mma(dtype, p.d, [&]<typename T, int kD>() {
     const int64_t rows = bh * p.lq_padded;
     if (rows > 0) {
-      attention_backward_rows_kernel<T><<<static_cast<unsigned>((rows * 8 + 255) / 256), 256, 0, stream>>>(p);
+      const unsigned blocks = grid_blocks((rows * 8 + 255) / 256, "attention_backward_rows_kernel");
+      attention_backward_rows_kernel<T><<<blocks, 256, 0, stream>>>(p);
       check_launch("attention_backward_rows_kernel");
     }
     const bool masked = p.mask != nullptr || p.dscores != nullptr;
-    const auto kernel = masked ? attention_backward_mma_kernel<T, kD, true> : attention_backward_mma_kernel<T, kD, false>;
-    launch<kBackwardThreads>(kernel, "attention_backward_mma_kernel",
-                             dim3(static_cast<unsigned>(bh * tiles(p.lk, kBackwardKeys))), backward_shared_bytes<kD>(),
+    const auto kernel =
+        masked ? attention_backward_mma_kernel<T, kD, true> : attention_backward_mma_kernel<T, kD, false>;
+    const unsigned key_blocks = grid_blocks(bh * tiles(p.lk, kBackwardKeys), "attention_backward_mma_kernel");
+    launch<kBackwardThreads>(kernel, "attention_backward_mma_kernel", dim3(key_blocks), backward_shared_bytes<kD>(),
                              stream, p);
     if (dq_elements > 0) {
-      attention_backward_dq_kernel<T><<<static_cast<unsigned>((dq_elements / 4 + 255) / 256), 256, 0, stream>>>(
-          p, dq_elements);
+      const unsigned blocks = grid_blocks((dq_elements / 4 + 255) / 256, "attention_backward_dq_kernel");
+      attention_backward_dq_kernel<T><<<blocks, 256, 0, stream>>>(p, dq_elements);
       check_launch("attention_backward_dq_kernel");
     }
   });

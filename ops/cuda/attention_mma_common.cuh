@@ -166,6 +166,13 @@ void visit_mma(DType dtype, int64_t d, Fn&& fn) {
   return with_dtype.template operator()<__half>();
 }
 
+// A 1-D grid of `blocks` blocks, checked against CUDA's limit (2^31 - 1).
+inline unsigned grid_blocks(int64_t blocks, const char* kernel) {
+  DCAE_CHECK(blocks <= 0x7fffffff, kernel, ": ", blocks,
+             " blocks exceed CUDA's grid limit of 2^31 - 1 (attention over fewer batch * heads at a time fits)");
+  return static_cast<unsigned>(blocks);
+}
+
 template <int kThreads, typename Kernel>
 void launch(Kernel kernel, const char* name, dim3 grid, size_t bytes, StreamHandle stream, const AttentionParams& p) {
   if (grid.x == 0 || grid.y == 0) return;

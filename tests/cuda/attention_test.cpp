@@ -1,6 +1,6 @@
 // Scaled dot-product attention on the GPU against the CPU kernels: the tensor-core path (bf16/f16, D % 8 == 0,
-// D <= 128; the backward with the forward output given and recomputed) and the SIMT path (everything else), masks of every broadcast shape, fully masked rows, strided
-// operands, dscores, and gradients through autograd. Accumulation orders differ from the CPU's GEMMs, so results
+// D <= 128; the backward with the forward output given and recomputed) and the SIMT path (everything else), masks
+// of every broadcast shape, fully masked rows, strided operands, dscores, and gradients through autograd. Accumulation orders differ from the CPU's GEMMs, so results
 // are compared by relative L2 norm (fp32 1e-5, bf16/f16 1e-2), never passing NaN.
 #include <gtest/gtest.h>
 
