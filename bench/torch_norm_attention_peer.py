@@ -5,6 +5,8 @@
 #
 # so that the dcae rows and the torch rows can be read side by side. Run it in the same job as the dcae benches:
 #   python3 bench/torch_norm_attention_peer.py [--only norm,attention] [--reps 25]
+# and softmax attention side by side with ours (bench/results/h200_sdpa.md):
+#   cuda_attention_bench --sdpa > ours.txt && python3 bench/torch_norm_attention_peer.py --only sdpa --ours ours.txt
 # Families register in FAMILIES below; each prints its rows with the flop and byte counts the C++ bench uses.
 import argparse
 import math
@@ -132,6 +134,66 @@ def bench_attention(reps):
         print_row("sdpa bwd", name, ms, 2.5 * flops, 7 * elements * 2)
 
 
+# ---- softmax attention side by side: the grid of bench/cuda_attention_bench.cpp --sdpa ---------------------------
+
+
+SDPA_ROWS = {}  # (op, shape) -> (ms, flops) of the torch rows, for the comparison table
+
+
+def bench_sdpa(reps):
+    batch, heads = 32, 16
+    for head_dim in (72, 64):
+        for dtype, dtype_name in ((torch.bfloat16, "bf16"), (torch.float16, "f16")):
+            for tokens in (64, 256, 1024):
+                shape = (batch, heads, tokens, head_dim)
+                name = shape_str(shape) + " " + dtype_name
+                q, k, v = (torch.randn(shape, device=DEV, dtype=dtype, requires_grad=True) for _ in range(3))
+                g = torch.randn(shape, device=DEV, dtype=dtype)
+                elements = math.prod(shape)
+                flops = 4.0 * batch * heads * tokens * tokens * head_dim
+                with torch.no_grad():
+                    ms = median_ms(lambda: F.scaled_dot_product_attention(q, k, v), reps=reps)
+                print_row("sdpa fwd", name, ms, flops, 4 * elements * 2)
+                SDPA_ROWS[("sdpa fwd", name)] = (ms, flops)
+                out = F.scaled_dot_product_attention(q, k, v)
+                ms = median_ms(lambda: torch.autograd.grad(out, (q, k, v), g, retain_graph=True), reps=reps)
+                print_row("sdpa bwd", name, ms, 2.5 * flops, 8 * elements * 2)
+                SDPA_ROWS[("sdpa bwd", name)] = (ms, 2.5 * flops)
+
+
+def print_sdpa_kernels():
+    """Which kernels torch's SDPA runs at the DiT shape (flash / memory-efficient / cuDNN), for the notes."""
+    shape = (32, 16, 1024, 72)
+    q, k, v = (torch.randn(shape, device=DEV, dtype=BF16, requires_grad=True) for _ in range(3))
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        out = F.scaled_dot_product_attention(q, k, v)
+        torch.autograd.grad(out, (q, k, v), torch.randn_like(out))
+        torch.cuda.synchronize()
+    names = sorted({e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA})
+    print("torch sdpa kernels at", shape_str(shape), "bf16:", "; ".join(n[:90] for n in names))
+
+
+def print_comparison(ours_path):
+    """Joins the rows of `cuda_attention_bench --sdpa` (saved in ours_path) with the torch rows just measured."""
+    ours = {}
+    with open(ours_path) as f:
+        for line in f:
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if len(cells) >= 3 and cells[0].startswith("sdpa"):
+                ours[(cells[0], cells[1])] = float(cells[2])
+    print()
+    print("| op | shape | dcae ms | torch ms | torch / dcae | dcae TFLOP/s | torch TFLOP/s | dcae % of 790 |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for key, (torch_ms, flops) in SDPA_ROWS.items():
+        if key not in ours:
+            print(f"| {key[0]} | {key[1]} | missing | {torch_ms:.4f} | | | | |")
+            continue
+        ms = ours[key]
+        ours_tflops, torch_tflops = flops / (ms * 1e9), flops / (torch_ms * 1e9)
+        print(f"| {key[0]} | {key[1]} | {ms:.4f} | {torch_ms:.4f} | {torch_ms / ms:.2f} | {ours_tflops:.1f} | "
+              f"{torch_tflops:.1f} | {100 * ours_tflops / PEAK_TFLOPS:.1f} |", flush=True)
+
+
 # ---- GLUMBConv's gate: a * silu(g) over the two channel halves ------------------------------------------------
 
 
@@ -159,6 +221,7 @@ FAMILIES = {
     "norm": bench_norm,
     "attention": bench_attention,
     "glu": bench_glu,
+    "sdpa": bench_sdpa,
 }
 
 
@@ -166,11 +229,20 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--only", default=",".join(FAMILIES), help="comma-separated families: " + ", ".join(FAMILIES))
     parser.add_argument("--reps", type=int, default=25)
+    parser.add_argument("--ours", help="output of cuda_attention_bench --sdpa: print the side-by-side sdpa table")
     args = parser.parse_args()
+    if args.ours and "sdpa" not in args.only:
+        args.only += ",sdpa"
     print(f"torch {torch.__version__}, {torch.cuda.get_device_name()}")
     print_header()
     for family in args.only.split(","):
         FAMILIES[family.strip()](args.reps)
+    if args.ours:
+        try:
+            print_sdpa_kernels()
+        except Exception as error:  # the profiler is a note, never a reason to lose the table
+            print("torch sdpa kernels: profiler failed:", error)
+        print_comparison(args.ours)
 
 
 if __name__ == "__main__":

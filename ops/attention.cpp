@@ -48,14 +48,15 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
   autograd::record(
       name, inputs, {out},
       [sq = SavedTensor(q), sk = SavedTensor(k), sv = SavedTensor(v),
-       smask = mask_in_graph ? SavedTensor(mask) : SavedTensor(), slse = SavedTensor(logsumexp), resolved_scale,
+       smask = mask_in_graph ? SavedTensor(mask) : SavedTensor(), slse = SavedTensor(logsumexp),
+       sout = SavedTensor(out), resolved_scale,
        mask_shape = mask.defined() ? mask.shape() : Shape{},
        mask_dtype = mask.defined() ? mask.dtype() : q.dtype()](const std::vector<Tensor>& grads, const Node& node) {
         const Tensor& g = grads[0];
         const Tensor m = smask.defined() ? smask.get() : Tensor();
         const bool want_mask = m.defined() && node.needs_input_grad(3);
         std::vector<Tensor> d = DCAE_KERNEL(g.device(), attention_backward, g, sq.get(), sk.get(), sv.get(), m,
-                                            resolved_scale, slse.get(), want_mask);
+                                            resolved_scale, slse.get(), sout.get(), want_mask);
         for (size_t i = 0; i < 3; ++i)
           if (!node.needs_input_grad(i)) d[i] = Tensor();
         if (!m.defined())

@@ -12,7 +12,8 @@ namespace dcae::ops {
 // differ from D) -> [B, H, Lq, Dv]. `mask` is optional and additive, of any floating dtype, broadcastable to
 // [B, H, Lq, Lk] (use -inf to forbid a position); it gets a gradient when it requires one. scale = 0 means
 // 1/sqrt(D). A query row whose every score is -inf yields zeros (and passes no gradient) instead of NaN.
-// Backward recomputes the probabilities from q, k, mask and the saved per-row log-sum-exp.
+// Backward recomputes the probabilities from q, k, mask and the saved per-row log-sum-exp; the output is kept for
+// it too (the CUDA backward reads rowsum(dO * O) from it, as FlashAttention-2 does).
 Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mask = Tensor(),
                                     double scale = 0.0);
 

@@ -83,7 +83,7 @@ Tensor attention_forward(const Tensor& q_in, const Tensor& k_in, const Tensor& v
 
 std::vector<Tensor> attention_backward(const Tensor& grad_in, const Tensor& q_in, const Tensor& k_in,
                                        const Tensor& v_in, const Tensor& mask_in, double scale,
-                                       const Tensor& logsumexp_in, bool want_scores) {
+                                       const Tensor& logsumexp_in, const Tensor& /*out*/, bool want_scores) {
   const Tensor q = compute_input(q_in), k = compute_input(k_in), v = compute_input(v_in);
   const Tensor g = grad_in.to(q.dtype()).contiguous();
   const Tensor logsumexp = logsumexp_in.to(q.dtype()).contiguous();

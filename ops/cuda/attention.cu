@@ -79,7 +79,7 @@ Tensor attention_forward(const Tensor& q_in, const Tensor& k_in, const Tensor& v
 
 std::vector<Tensor> attention_backward(const Tensor& grad_in, const Tensor& q_in, const Tensor& k_in,
                                        const Tensor& v_in, const Tensor& mask_in, double scale,
-                                       const Tensor& logsumexp_in, bool want_scores) {
+                                       const Tensor& logsumexp_in, const Tensor& out_in, bool want_scores) {
   const DType dtype = q_in.dtype(), compute = compute_dtype(dtype);
   AttentionParams p = shape_params(q_in, v_in, scale);
   const bool use_mma = mma_attention_supported(dtype, p.d, p.dv_dim);
@@ -91,7 +91,23 @@ std::vector<Tensor> attention_backward(const Tensor& grad_in, const Tensor& q_in
   Tensor dq = empty(q_in.shape(), dtype, device), dk = empty(k_in.shape(), dtype, device);
   Tensor dv = empty(v_in.shape(), dtype, device);
   Tensor dscores = want_scores ? empty({p.batch, p.heads, p.lq, p.lk}, compute, device) : Tensor();
-  Tensor di = empty({p.batch, p.heads, p.lq}, compute, device);
+  Tensor di, lse_log2, dq_accum, out;
+  if (use_mma) {
+    // The tensor-core backward reads D = rowsum(dO O) from the forward output (recomputed when not given).
+    Tensor recomputed_lse;
+    out = out_in.defined() ? operand(out_in.to(dtype), true)
+                           : operand(attention_forward(q_in, k_in, v_in, mask_in, scale, recomputed_lse), true);
+    p.lq_padded = mma_backward_padded_rows(p.lq);
+    di = empty({p.batch * p.heads * p.lq_padded}, DType::f32, device);
+    lse_log2 = empty({p.batch * p.heads * p.lq_padded}, DType::f32, device);
+    dq_accum = empty({p.batch * p.heads * p.lq * p.d}, DType::f32, device);
+    p.o = out.raw_data();
+    p.o_strides = strides_of(out);
+    p.lse_log2 = static_cast<float*>(lse_log2.raw_data());
+    p.dq_accum = static_cast<float*>(dq_accum.raw_data());
+  } else {
+    di = empty({p.batch, p.heads, p.lq}, compute, device);
+  }
   p.q = q.raw_data();
   p.k = k.raw_data();
   p.v = v.raw_data();
@@ -113,8 +129,8 @@ std::vector<Tensor> attention_backward(const Tensor& grad_in, const Tensor& q_in
     if (use_mma) mma_attention_backward(p, dtype, stream);
     else simt_attention_backward(p, dtype, stream);
   }
-  const DType out = grad_in.dtype();
-  return {dq.to(out), dk.to(out), dv.to(out), want_scores ? dscores.to(out) : Tensor()};
+  const DType out_dtype = grad_in.dtype();
+  return {dq.to(out_dtype), dk.to(out_dtype), dv.to(out_dtype), want_scores ? dscores.to(out_dtype) : Tensor()};
 }
 
 }  // namespace dcae::ops::cuda

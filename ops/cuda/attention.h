@@ -4,8 +4,9 @@
 // bf16/f16 with D == Dv, D % 8 == 0 and D <= 128 run on tensor cores (mma.sync m16n8k16, fp32 accumulation, the
 // probabilities rounded to the input dtype for the P V product as FlashAttention-2 does); everything else (f32,
 // f64, other head sizes) runs a shared-memory SIMT kernel in the compute dtype. Forward keeps the per-row
-// log-sum-exp; backward is deterministic: one kernel per query tile computes D_i = sum_j P_ij dP_ij and dq (and
-// dscores), one kernel per key tile computes dk and dv.
+// log-sum-exp. The tensor-core backward is FlashAttention-2's: D_i = sum_c dO_ic O_ic from the forward output `out`
+// (recomputed when undefined), one kernel per key tile for dk and dv, dq accumulated in fp32 with atomics; the SIMT
+// backward is deterministic (a query-tile kernel for D, dq and dscores, a key-tile kernel for dk and dv).
 //
 // ReLU linear attention is fused per (image, head): a token-chunked reduction M = K^T [V, 1] in fp32 (f64 for f64),
 // then one pass out = (Q M)[:, :d] / ((Q M)[:, d] + eps) straight from and to the NHWC maps; the backward adds the
@@ -20,7 +21,8 @@ namespace dcae::ops::cuda {
 Tensor attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mask, double scale,
                          Tensor& logsumexp);
 std::vector<Tensor> attention_backward(const Tensor& grad, const Tensor& q, const Tensor& k, const Tensor& v,
-                                       const Tensor& mask, double scale, const Tensor& logsumexp, bool want_scores);
+                                       const Tensor& mask, double scale, const Tensor& logsumexp, const Tensor& out,
+                                       bool want_scores);
 
 Tensor relu_linear_attention_forward(const Tensor& qkv, int64_t head_dim, double eps, bool quadratic);
 Tensor relu_linear_attention_backward(const Tensor& grad, const Tensor& qkv, int64_t head_dim, double eps,

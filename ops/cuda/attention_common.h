@@ -19,7 +19,9 @@ struct AttentionParams {
   const void* k = nullptr;
   const void* v = nullptr;
   const void* grad = nullptr;
-  Strides3 q_strides, k_strides, v_strides, grad_strides;
+  // The forward output O (backward only, tensor-core path): D_i = sum_c dO_ic O_ic.
+  const void* o = nullptr;
+  Strides3 q_strides, k_strides, v_strides, grad_strides, o_strides;
   // Additive mask in the compute dtype (f32, or f64 for f64 inputs), strides over (B, H, Lq, Lk), 0 where it
   // broadcasts; null when there is none.
   const void* mask = nullptr;
@@ -31,8 +33,14 @@ struct AttentionParams {
   void* dq = nullptr;
   void* dk = nullptr;
   void* dv = nullptr;
-  void* di = nullptr;
+  void* di = nullptr;  // [B, H, Lq] for the SIMT kernels, [B, H, lq_padded] for the tensor-core ones
   void* dscores = nullptr;
+  // Tensor-core backward scratch: dq accumulated in fp32 [B, H, Lq, D] by every key tile (atomics), zeroed first.
+  float* dq_accum = nullptr;
+  // Tensor-core backward scratch per (B, H) over lq_padded rows (whole query tiles): the log-sum-exp in log2 units
+  // (+inf where a row is padding or fully masked); di holds D there too.
+  float* lse_log2 = nullptr;
+  int64_t lq_padded = 0;
   int64_t batch = 0, heads = 0, lq = 0, lk = 0, d = 0, dv_dim = 0;
   double scale = 1.0;
 };
@@ -45,6 +53,9 @@ void simt_attention_backward(const AttentionParams& p, DType dtype, ::dcae::cuda
 // attention_mma.cu: bf16/f16 on tensor cores, for mma_attention_supported() shapes.
 bool mma_attention_supported(DType dtype, int64_t d, int64_t dv);
 void mma_attention_forward(const AttentionParams& p, DType dtype, ::dcae::cuda::StreamHandle stream);
+// Backward needs p.o (the forward output), p.dq_accum [B, H, Lq, D] and p.di / p.lse_log2 of
+// [B, H, mma_backward_padded_rows(Lq)] floats; D and the log2 log-sum-exp are filled in there.
 void mma_attention_backward(const AttentionParams& p, DType dtype, ::dcae::cuda::StreamHandle stream);
+int64_t mma_backward_padded_rows(int64_t lq);
 
 }  // namespace dcae::ops::cuda::attention_detail

@@ -1,10 +1,12 @@
 // Scaled dot-product attention forward on tensor cores for bf16/f16 (FlashAttention-2 style), head size D == Dv,
-// D % 8 == 0, D <= 128 (padded with zeros to kD in {32, 64, 80, 96, 128}). Each warp owns 16 query rows of the
-// block's 64 and runs mma.sync.m16n8k16 with fp32 accumulators (ops/cuda/mma_fragments.cuh); operands come from
-// shared memory through ldmatrix (.trans where the operand is stored k-major). The score accumulators feed the P V
-// product directly as probabilities, rounded to the input dtype as FlashAttention-2 does. Scores are kept in log2
-// units (exp2f); a row whose scores are all -inf keeps zeros and log-sum-exp -inf. The backward is in
-// attention_mma_backward.cu.
+// D % 8 == 0, D <= 128 (72 runs as is with a k8 tail; others pad with zeros to 32, 64, 80, 96 or 128).
+//
+// A block of 4 warps owns 128 query rows (32 per warp: two m16 tiles share every K/V fragment read from shared
+// memory) and walks the keys in tiles of 64. K and V tiles are double-buffered through cp.async: the next tile
+// loads while this one is computed, one barrier per tile. Scores stay in registers
+// in log2 units (exp2f) through the online softmax, and the probabilities, rounded to the input dtype as
+// FlashAttention-2 does, are the A operand of P V straight from the accumulators. A row whose scores are all -inf
+// keeps zeros and log-sum-exp -inf. The backward is in attention_mma_backward.cu.
 #include "ops/cuda/attention_mma_common.cuh"
 
 namespace dcae::ops::cuda::attention_detail {
@@ -14,103 +16,154 @@ using namespace mma_detail;
 
 namespace {
 
-template <typename T, int kD>
-__global__ void __launch_bounds__(kThreads) attention_forward_mma_kernel(AttentionParams p) {
-  constexpr int kP = kPitch<kD>, kSteps = kD / 16, kTiles = kD / 8, kKeyTiles = kForwardKeys / 8;
+constexpr int kForwardWarps = 4, kForwardThreads = kForwardWarps * kWarp;
+constexpr int kForwardRows = 32 * kForwardWarps, kForwardKeys = 64;
+constexpr int kForwardKeyTiles = kForwardKeys / 8;
+
+template <int kD>
+constexpr size_t forward_shared_bytes() {
+  return static_cast<size_t>(kForwardRows + 4 * kForwardKeys) * pitch_for(kD) * 2;
+}
+
+// Scores of one 64-key tile for the warp's 2 x 16 rows, in log2 units with the mask added and keys past the end
+// at -inf. Row and key indices within one (batch, head) slab fit in int.
+template <bool kMasked>
+__device__ __forceinline__ void scale_and_mask(float (&s)[2][kForwardKeyTiles][4], const AttentionParams& p,
+                                               const float* mask, float scale_log2, const int (&rows)[2][2],
+                                               int j0) {
+  const int t = lane_id() & 3, lq = static_cast<int>(p.lq), lk = static_cast<int>(p.lk);
+#pragma unroll
+  for (int m = 0; m < 2; ++m)
+#pragma unroll
+    for (int nt = 0; nt < kForwardKeyTiles; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) s[m][nt][e] *= scale_log2;
+  if constexpr (kMasked) {
+#pragma unroll
+    for (int m = 0; m < 2; ++m)
+#pragma unroll
+      for (int nt = 0; nt < kForwardKeyTiles; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int col = j0 + nt * 8 + 2 * t + (e & 1), row = rows[m][e >> 1];
+          if (row < lq && col < lk) s[m][nt][e] += mask[row * p.mask_strides[2] + col * p.mask_strides[3]] * kLog2e;
+        }
+  }
+  if (j0 + kForwardKeys > lk) {
+#pragma unroll
+    for (int m = 0; m < 2; ++m)
+#pragma unroll
+      for (int nt = 0; nt < kForwardKeyTiles; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e)
+          if (j0 + nt * 8 + 2 * t + (e & 1) >= lk) s[m][nt][e] = -INFINITY;
+  }
+}
+
+template <typename T, int kD, bool kMasked>
+__global__ void __launch_bounds__(kForwardThreads, 2) attention_forward_mma_kernel(AttentionParams p) {
+  constexpr int kP = pitch_for(kD), kN = kD / 8;
+  // Stage s: K at sk + s * kStage, V at sv + s * kStage.
+  constexpr int kStage = 2 * kForwardKeys * kP;
   T* sq = shared_tiles<T>();
-  T* sk = sq + kForwardRows * kP;
-  T* sv = sk + kForwardKeys * kP;
+  T* const sk = sq + kForwardRows * kP;
+  T* const sv = sk + kForwardKeys * kP;
   const int warp = threadIdx.x / kWarp, lane = lane_id(), g = lane >> 2, t = lane & 3;
-  const int64_t bh = blockIdx.x, b = bh / p.heads, h = bh % p.heads;
-  const int64_t i0 = static_cast<int64_t>(blockIdx.y) * kForwardRows;
+  // One flat grid, query tiles fastest: the blocks of one head run together and share its K and V through L2.
+  const int64_t query_tiles = tiles(p.lq, kForwardRows);
+  const int64_t bh = blockIdx.x / query_tiles, b = bh / p.heads, h = bh % p.heads;
+  const int64_t i0 = blockIdx.x % query_tiles * kForwardRows;
   const int d = static_cast<int>(p.d);
   const T* q = slab<T>(p.q, p.q_strides, b, h);
   const T* k = slab<T>(p.k, p.k_strides, b, h);
   const T* v = slab<T>(p.v, p.v_strides, b, h);
   const float* mask = mask_slab(p, b, h);
   const float scale_log2 = static_cast<float>(p.scale) * kLog2e;
+  const int warp_row0 = warp * 32;
+  const bool active = i0 + warp_row0 < p.lq;  // warps past the last query only help load
+  int rows[2][2];  // within the (batch, head) slab
+#pragma unroll
+  for (int m = 0; m < 2; ++m) {
+    rows[m][0] = static_cast<int>(i0) + warp_row0 + 16 * m + g;
+    rows[m][1] = rows[m][0] + 8;
+  }
 
-  load_tile<T, kD>(sq, q, p.q_strides.l, i0, kForwardRows, p.lq, d);
-  __syncthreads();
-  uint32_t qa[kSteps][4];
-#pragma unroll
-  for (int ks = 0; ks < kSteps; ++ks) load_a(qa[ks], sq, kP, warp * 16, ks * 16);
-  float o[kTiles][4] = {};
-  float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.f, 0.f};
-  const int64_t rows[2] = {i0 + warp * 16 + g, i0 + warp * 16 + g + 8};
+  async_tile<T, kD, kForwardRows, kForwardThreads>(sq, q, p.q_strides.l, i0, p.lq, d);
+  async_tile<T, kD, kForwardKeys, kForwardThreads>(sk, k, p.k_strides.l, 0, p.lk, d);
+  async_tile<T, kD, kForwardKeys, kForwardThreads>(sv, v, p.v_strides.l, 0, p.lk, d);
+  cp_async_commit();
 
-  for (int64_t j0 = 0; j0 < p.lk; j0 += kForwardKeys) {
-    __syncthreads();  // every warp is done with the previous K/V tile
-    load_tile<T, kD>(sk, k, p.k_strides.l, j0, kForwardKeys, p.lk, d);
-    load_tile<T, kD>(sv, v, p.v_strides.l, j0, kForwardKeys, p.lk, d);
-    __syncthreads();
-    float s[kKeyTiles][4] = {};
+  float o[2][kN][4] = {};
+  float row_max[2][2], row_sum[2][2] = {};
 #pragma unroll
-    for (int ks = 0; ks < kSteps; ++ks)
-#pragma unroll
-      for (int np = 0; np < kKeyTiles / 2; ++np) {
-        uint32_t kb[4];
-        load_b_nk(kb, sk, kP, np * 16, ks * 16);
-        mma<T>(s[2 * np], qa[ks], kb[0], kb[1]);
-        mma<T>(s[2 * np + 1], qa[ks], kb[2], kb[3]);
-      }
-    float tile_max[2] = {row_max[0], row_max[1]};
-#pragma unroll
-    for (int nt = 0; nt < kKeyTiles; ++nt)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int r = e >> 1;
-        const int64_t col = j0 + nt * 8 + 2 * t + (e & 1);
-        float x = s[nt][e] * scale_log2;
-        if (col >= p.lk) x = -INFINITY;
-        else if (mask != nullptr && rows[r] < p.lq) x += mask[rows[r] * p.mask_strides[2] + col * p.mask_strides[3]] * kLog2e;
-        s[nt][e] = x;
-        tile_max[r] = fmaxf(tile_max[r], x);
-      }
-    float alpha[2], base[2], tile_sum[2] = {0.f, 0.f};
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      tile_max[r] = quad_max(tile_max[r]);
-      base[r] = tile_max[r] == -INFINITY ? 0.f : tile_max[r];  // all -inf so far: probabilities 0, not NaN
-      alpha[r] = exp2f(row_max[r] - base[r]);
-      row_max[r] = tile_max[r];
+  for (int m = 0; m < 2; ++m) row_max[m][0] = row_max[m][1] = -INFINITY;
+  const int key_tiles = static_cast<int>(tiles(p.lk, kForwardKeys));
+  for (int j = 0; j < key_tiles; ++j) {
+    const int stage = j & 1;
+    const int64_t j0 = static_cast<int64_t>(j) * kForwardKeys;
+    cp_async_wait<0>();  // K and V of this tile (issued a whole tile ago) landed for this thread
+    __syncthreads();     // ... for every thread, and every warp is done with the other stage
+    if (j + 1 < key_tiles) {
+      T* const next_k = sk + (stage ^ 1) * kStage;
+      async_tile<T, kD, kForwardKeys, kForwardThreads>(next_k, k, p.k_strides.l, j0 + kForwardKeys, p.lk, d);
+      async_tile<T, kD, kForwardKeys, kForwardThreads>(next_k + kForwardKeys * kP, v, p.v_strides.l,
+                                                      j0 + kForwardKeys, p.lk, d);
     }
+    cp_async_commit();
+    if (!active) continue;
+    float s[2][kForwardKeyTiles][4] = {};
+    warp_gemm_nt<T, kD, 2, kForwardKeyTiles>(s, sq, warp_row0, sk + stage * kStage);
+    scale_and_mask<kMasked>(s, p, mask, scale_log2, rows, static_cast<int>(j0));
 #pragma unroll
-    for (int nt = 0; nt < kKeyTiles; ++nt)
+    for (int m = 0; m < 2; ++m)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        s[nt][e] = exp2f(s[nt][e] - base[e >> 1]);
-        tile_sum[e >> 1] += s[nt][e];
+      for (int r = 0; r < 2; ++r) {
+        float tile_max = row_max[m][r];
+#pragma unroll
+        for (int nt = 0; nt < kForwardKeyTiles; ++nt)
+          tile_max = fmaxf(tile_max, fmaxf(s[m][nt][2 * r], s[m][nt][2 * r + 1]));
+        tile_max = quad_max(tile_max);
+        const float base = tile_max == -INFINITY ? 0.f : tile_max;  // all -inf so far: probabilities 0, not NaN
+        const float alpha = fast_exp2(row_max[m][r] - base);
+        row_max[m][r] = tile_max;
+        float sum = 0.f;
+#pragma unroll
+        for (int nt = 0; nt < kForwardKeyTiles; ++nt) {
+          s[m][nt][2 * r] = fast_exp2(s[m][nt][2 * r] - base);
+          s[m][nt][2 * r + 1] = fast_exp2(s[m][nt][2 * r + 1] - base);
+          sum += s[m][nt][2 * r] + s[m][nt][2 * r + 1];
+        }
+        row_sum[m][r] = row_sum[m][r] * alpha + sum;  // per-thread partial, summed over the quad at the end
+#pragma unroll
+        for (int nt = 0; nt < kN; ++nt) {
+          o[m][nt][2 * r] *= alpha;
+          o[m][nt][2 * r + 1] *= alpha;
+        }
       }
-#pragma unroll
-    for (int r = 0; r < 2; ++r) row_sum[r] = row_sum[r] * alpha[r] + quad_sum(tile_sum[r]);
-#pragma unroll
-    for (int nt = 0; nt < kTiles; ++nt) {
-      o[nt][0] *= alpha[0];
-      o[nt][1] *= alpha[0];
-      o[nt][2] *= alpha[1];
-      o[nt][3] *= alpha[1];
-    }
 #pragma unroll
     for (int kk = 0; kk < kForwardKeys / 16; ++kk) {
-      uint32_t pa[4];
-      accumulators_to_a<T>(pa, s[2 * kk], s[2 * kk + 1]);
+      uint32_t pa[2][4];
 #pragma unroll
-      for (int dp = 0; dp < kD / 16; ++dp) {
-        uint32_t vb[4];
-        load_b_kn(vb, sv, kP, kk * 16, dp * 16);
-        mma<T>(o[2 * dp], pa, vb[0], vb[1]);
-        mma<T>(o[2 * dp + 1], pa, vb[2], vb[3]);
-      }
+      for (int m = 0; m < 2; ++m) accumulators_to_a<T>(pa[m], s[m][2 * kk], s[m][2 * kk + 1]);
+      warp_gemm_nn_step<T, kD, 2>(o, pa, sv + stage * kStage, kk * 16);
     }
   }
-  const float inverse[2] = {row_sum[0] > 0.f ? 1.f / row_sum[0] : 0.f, row_sum[1] > 0.f ? 1.f / row_sum[1] : 0.f};
-  store_rows<T, kD>(static_cast<T*>(p.out) + bh * p.lq * d, d, o, rows, p.lq, inverse);
-  if (t == 0) {
-    float* lse = static_cast<float*>(p.lse) + bh * p.lq;
+  cp_async_wait<0>();
+  if (!active) return;
+  T* out = static_cast<T*>(p.out) + bh * p.lq * d;
+  float* lse = static_cast<float*>(p.lse) + bh * p.lq;
 #pragma unroll
-    for (int r = 0; r < 2; ++r)
-      if (rows[r] < p.lq) lse[rows[r]] = row_max[r] == -INFINITY ? -INFINITY : (row_max[r] + log2f(row_sum[r])) * kLn2;
+  for (int m = 0; m < 2; ++m) {
+    float inverse[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const float sum = quad_sum(row_sum[m][r]);
+      inverse[r] = sum > 0.f ? 1.f / sum : 0.f;
+      if (t == 0 && rows[m][r] < p.lq)
+        lse[rows[m][r]] = row_max[m][r] == -INFINITY ? -INFINITY : (row_max[m][r] + log2f(sum)) * kLn2;
+    }
+    const int64_t out_rows[2] = {rows[m][0], rows[m][1]};
+    store_rows<T, kD>(out, d, o[m], out_rows, p.lq, inverse);
   }
 }
 
@@ -122,9 +175,12 @@ bool mma_attention_supported(DType dtype, int64_t d, int64_t dv) {
 
 void mma_attention_forward(const AttentionParams& p, DType dtype, StreamHandle stream) {
   visit_mma(dtype, p.d, [&]<typename T, int kD>() {
-    const size_t bytes = static_cast<size_t>(kForwardRows + 2 * kForwardKeys) * kPitch<kD> * sizeof(T);
-    launch(attention_forward_mma_kernel<T, kD>, "attention_forward_mma_kernel",
-           dim3(static_cast<unsigned>(p.batch * p.heads), tiles(p.lq, kForwardRows)), bytes, stream, p);
+    const auto kernel = p.mask != nullptr ? attention_forward_mma_kernel<T, kD, true>
+                                          : attention_forward_mma_kernel<T, kD, false>;
+    launch<kForwardThreads>(kernel, "attention_forward_mma_kernel",
+                            dim3(grid_blocks(p.batch * p.heads * tiles(p.lq, kForwardRows),
+                                             "attention_forward_mma_kernel")),
+                            forward_shared_bytes<kD>(), stream, p);
   });
 }
 

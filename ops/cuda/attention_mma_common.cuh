@@ -1,6 +1,6 @@
-// Shared pieces of the tensor-core attention kernels (attention_mma.cu, attention_mma_backward.cu): tile shapes,
-// global-to-shared tile loads, operand slabs, quad reductions, the probability of a score, output stores and the
-// launch helpers.
+// Shared pieces of the tensor-core attention kernels (attention_mma.cu, attention_mma_backward.cu): the padded
+// head sizes, shared-memory pitches, cp.async tile loads, the warp-level Q K^T-style product with a k8 tail for
+// head sizes that are an odd multiple of 8, quad reductions, output stores and the launch helpers.
 #pragma once
 #include <cuda_runtime.h>
 
@@ -13,28 +13,98 @@ namespace dcae::ops::cuda::attention_detail {
 using namespace ::dcae::cuda;
 using namespace mma_detail;
 
-constexpr int kThreads = 128;  // 4 warps
 constexpr int kWarp = 32;
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
-constexpr int kForwardRows = 64, kForwardKeys = 64;    // forward tile: 4 warps x 16 query rows, 64 keys per step
-constexpr int kRowsKernelRows = 64, kRowsKernelKeys = 32;  // backward, per query tile
-constexpr int kColsKernelKeys = 64, kColsKernelRows = 32;  // backward, per key tile
 
-template <int kD>
-constexpr int kPitch = kD + 8;  // shared row pitch in elements: the 16-byte pad makes ldmatrix rows conflict-free
+// Shared row pitch in elements for a head size kD (a multiple of 8): an odd number of 16-byte chunks, so the 8
+// rows an ldmatrix reads (and the rows cp.async writes) fall on distinct banks without padding to a power of two.
+__host__ __device__ constexpr int pitch_for(int d) { return ((d / 8) | 1) * 8; }
 
-// tile[r][0, kD) = slab rows [row0, row0 + rows), zeros past `limit` rows and past `cols` (a multiple of 8) columns.
-template <typename T, int kD>
-__device__ __forceinline__ void load_tile(T* tile, const T* slab, int64_t stride, int64_t row0, int rows,
-                                          int64_t limit, int cols) {
-  constexpr int kChunks = kD / 8;
-  for (int e = threadIdx.x; e < rows * kChunks; e += kThreads) {
+// Tile rows [row0, row0 + kRows) x columns [0, kD) of a [L, d] slab (row stride `stride`) into shared memory with
+// pitch kP, asynchronously; rows past `limit` and columns past `cols` (a multiple of 8) become zeros.
+template <typename T, int kD, int kRows, int kThreads>
+__device__ __forceinline__ void async_tile(T* tile, const T* slab, int64_t stride, int64_t row0, int64_t limit,
+                                           int cols) {
+  constexpr int kChunks = kD / 8, kP = pitch_for(kD);
+#pragma unroll 2
+  for (int e = threadIdx.x; e < kRows * kChunks; e += kThreads) {
     const int r = e / kChunks, c = (e % kChunks) * 8;
-    uint4 v = make_uint4(0, 0, 0, 0);
-    if (row0 + r < limit && c < cols) v = *reinterpret_cast<const uint4*>(slab + (row0 + r) * stride + c);
-    *reinterpret_cast<uint4*>(tile + r * kPitch<kD> + c) = v;
+    const bool inside = row0 + r < limit && c < cols;
+    cp_async_16(tile + r * kP + c, inside ? slab + (row0 + r) * stride + c : slab, inside ? 16 : 0);
   }
+}
+
+// acc[m][n] += A_m B_n^T over k in [0, kD) for the warp: A = rows [a_row0 + 16 m, +16) of tile `a` (row-major
+// [row][k]), B = rows [16 * np, +16) of tile `b` (stored [n][k]), kM m-tiles and kN n-tiles of 8. Head sizes
+// that are an odd multiple of 8 finish with one m16n8k8 step instead of padding to 16.
+template <typename T, int kD, int kM, int kN>
+__device__ __forceinline__ void warp_gemm_nt(float (&acc)[kM][kN][4], const T* a, int a_row0, const T* b) {
+  constexpr int kP = pitch_for(kD);
+  static_assert(kN % 4 == 0, "n-tiles come in fours for the k8 tail");
+#pragma unroll
+  for (int ks = 0; ks < kD / 16; ++ks) {
+    uint32_t af[kM][4];
+#pragma unroll
+    for (int m = 0; m < kM; ++m) load_a(af[m], a, kP, a_row0 + 16 * m, ks * 16);
+#pragma unroll
+    for (int np = 0; np < kN / 2; ++np) {
+      uint32_t bf[4];
+      load_b_nk(bf, b, kP, np * 16, ks * 16);
+#pragma unroll
+      for (int m = 0; m < kM; ++m) {
+        mma<T>(acc[m][2 * np], af[m], bf[0], bf[1]);
+        mma<T>(acc[m][2 * np + 1], af[m], bf[2], bf[3]);
+      }
+    }
+  }
+  if constexpr (kD % 16 != 0) {
+    constexpr int k0 = kD / 16 * 16;
+    uint32_t af[kM][2];
+#pragma unroll
+    for (int m = 0; m < kM; ++m) load_a_k8(af[m], a, kP, a_row0 + 16 * m, k0);
+#pragma unroll
+    for (int n4 = 0; n4 < kN / 4; ++n4) {
+      uint32_t bf[4];
+      load_b4_nk_k8(bf, b, kP, n4 * 32, k0);
+#pragma unroll
+      for (int m = 0; m < kM; ++m)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) mma_k8<T>(acc[m][4 * n4 + i], af[m], bf[i]);
+    }
+  }
+}
+
+// acc[m][nt] += A_m B over 16 k for kM m-tiles: A_m = the fragments `af[m]` (16 rows x 16 k), B = rows [k0, k0 + 16)
+// of tile `b` stored [k][n] (pitch for kD), every n-tile of the head size (kD / 8, the last one alone when odd).
+// Each B fragment is read from shared memory once for all m-tiles.
+template <typename T, int kD, int kM>
+__device__ __forceinline__ void warp_gemm_nn_step(float (&acc)[kM][kD / 8][4], const uint32_t (&af)[kM][4],
+                                                  const T* b, int k0) {
+  constexpr int kP = pitch_for(kD), kN = kD / 8;
+#pragma unroll
+  for (int np = 0; np < kN / 2; ++np) {
+    uint32_t bf[4];
+    load_b_kn(bf, b, kP, k0, np * 16);
+#pragma unroll
+    for (int m = 0; m < kM; ++m) {
+      mma<T>(acc[m][2 * np], af[m], bf[0], bf[1]);
+      mma<T>(acc[m][2 * np + 1], af[m], bf[2], bf[3]);
+    }
+  }
+  if constexpr (kN % 2 != 0) {
+    uint32_t bf[2];
+    load_b1_kn(bf, b, kP, k0, (kN - 1) * 8);
+#pragma unroll
+    for (int m = 0; m < kM; ++m) mma<T>(acc[m][kN - 1], af[m], bf[0], bf[1]);
+  }
+}
+
+// 2^x on the special-function unit, denormals flushed (exp2(-inf) = 0).
+__device__ __forceinline__ float fast_exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
 }
 
 template <typename T>
@@ -80,22 +150,14 @@ __device__ __forceinline__ void store_rows(T* out, int64_t d, const float (&acc)
   }
 }
 
-// Probability in natural units from a raw score accumulator: exp(scale s + mask - lse), 0 where lse2 (the
-// log-sum-exp in log2 units) is -inf or the key is past the end.
-__device__ __forceinline__ float probability(float s, float scale_log2, const float* mask, const AttentionParams& p,
-                                             int64_t row, int64_t key, float lse2) {
-  if (key >= p.lk || lse2 == -INFINITY) return 0.f;
-  float x = s * scale_log2;
-  if (mask != nullptr) x += mask[row * p.mask_strides[2] + key * p.mask_strides[3]] * kLog2e;
-  return exp2f(x - lse2);
-}
-
-// Calls fn.template operator()<T, kD>() for the dtype and the padded head size.
+// Calls fn.template operator()<T, kD>() for the dtype and the padded head size: 72 (the DiT head) runs unpadded
+// with a k8 tail, others pad with zeros to the next of 32, 64, 80, 96, 128.
 template <typename Fn>
 void visit_mma(DType dtype, int64_t d, Fn&& fn) {
   const auto with_dtype = [&]<typename T>() {
     if (d <= 32) return fn.template operator()<T, 32>();
     if (d <= 64) return fn.template operator()<T, 64>();
+    if (d <= 72) return fn.template operator()<T, 72>();
     if (d <= 80) return fn.template operator()<T, 80>();
     if (d <= 96) return fn.template operator()<T, 96>();
     return fn.template operator()<T, 128>();
@@ -104,7 +166,14 @@ void visit_mma(DType dtype, int64_t d, Fn&& fn) {
   return with_dtype.template operator()<__half>();
 }
 
-template <typename Kernel>
+// A 1-D grid of `blocks` blocks, checked against CUDA's limit (2^31 - 1).
+inline unsigned grid_blocks(int64_t blocks, const char* kernel) {
+  DCAE_CHECK(blocks <= 0x7fffffff, kernel, ": ", blocks,
+             " blocks exceed CUDA's grid limit of 2^31 - 1 (attention over fewer batch * heads at a time fits)");
+  return static_cast<unsigned>(blocks);
+}
+
+template <int kThreads, typename Kernel>
 void launch(Kernel kernel, const char* name, dim3 grid, size_t bytes, StreamHandle stream, const AttentionParams& p) {
   if (grid.x == 0 || grid.y == 0) return;
   DCAE_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
@@ -112,6 +181,6 @@ void launch(Kernel kernel, const char* name, dim3 grid, size_t bytes, StreamHand
   check_launch(name);
 }
 
-inline unsigned tiles(int64_t n, int tile) { return static_cast<unsigned>((n + tile - 1) / tile); }
+__host__ __device__ inline unsigned tiles(int64_t n, int tile) { return static_cast<unsigned>((n + tile - 1) / tile); }
 
 }  // namespace dcae::ops::cuda::attention_detail

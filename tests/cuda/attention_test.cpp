@@ -1,6 +1,6 @@
 // Scaled dot-product attention on the GPU against the CPU kernels: the tensor-core path (bf16/f16, D % 8 == 0,
-// D <= 128) and the SIMT path (everything else), masks of every broadcast shape, fully masked rows, strided
-// operands, dscores, and gradients through autograd. Accumulation orders differ from the CPU's GEMMs, so results
+// D <= 128; the backward with the forward output given and recomputed) and the SIMT path (everything else), masks
+// of every broadcast shape, fully masked rows, strided operands, dscores, and gradients through autograd. Accumulation orders differ from the CPU's GEMMs, so results
 // are compared by relative L2 norm (fp32 1e-5, bf16/f16 1e-2), never passing NaN.
 #include <gtest/gtest.h>
 
@@ -99,15 +99,19 @@ void check_case(const Case& c, DType dtype, const Tensor& mask, double scale, co
   }
   const Tensor g = random_tensor({c.batch, c.heads, c.lq, c.dv}, 4, dtype);
   const bool scores = mask.defined();
-  const std::vector<Tensor> gd = DCAE_KERNEL(gpu(), attention_backward, g.to(gpu()), q.to(gpu()), k.to(gpu()),
-                                             v.to(gpu()), gmask, scale, glse, scores);
-  const std::vector<Tensor> cd = ops::cpu::attention_backward(g, q, k, v, mask, scale, clse, scores);
+  const std::vector<Tensor> cd = ops::cpu::attention_backward(g, q, k, v, mask, scale, clse, cout, scores);
   const char* names[] = {"dq", "dk", "dv", "dscores"};
-  for (size_t i = 0; i < (scores ? 4u : 3u); ++i) {
-    EXPECT_TRUE(close_in_l2(gd[i], cd[i], tol)) << what << " " << dtype << " " << names[i];
-  }
-  if (!scores) {
-    EXPECT_FALSE(gd[3].defined());
+  // With the forward output (what autograd passes) and without it (the tensor-core path recomputes it).
+  for (const Tensor& saved_out : {gout, Tensor()}) {
+    const std::vector<Tensor> gd = DCAE_KERNEL(gpu(), attention_backward, g.to(gpu()), q.to(gpu()), k.to(gpu()),
+                                               v.to(gpu()), gmask, scale, glse, saved_out, scores);
+    const std::string with = saved_out.defined() ? " (out given)" : " (out recomputed)";
+    for (size_t i = 0; i < (scores ? 4u : 3u); ++i) {
+      EXPECT_TRUE(close_in_l2(gd[i], cd[i], tol)) << what << " " << dtype << " " << names[i] << with;
+    }
+    if (!scores) {
+      EXPECT_FALSE(gd[3].defined());
+    }
   }
 }
 
@@ -134,6 +138,37 @@ TEST_F(CudaAttention, TensorCoreAndSimtPathsMatchCpu) {
     for (DType dtype : kFloatDtypes) {
       check_case(c, dtype, Tensor(), 0.0 + 1.0 / std::sqrt(static_cast<double>(c.d)), what);
       check_case(c, dtype, random_mask({c.batch, 1, c.lq, c.lk}, 5), 0.3, what + " masked");
+    }
+  }
+}
+
+// The diffusion-transformer head sizes on the tensor-core kernels: odd token counts (partial query tiles of 128 /
+// 64 and key tiles of 64 / 128), head sizes 32, 64 and 72 (72 runs unpadded with a k8 tail), both half dtypes and
+// f32 (the SIMT path, 1e-5), with and without a mask, more than one key block for the backward (257 keys).
+TEST_F(CudaAttention, TransformerHeadSizesWithOddTokenCounts) {
+  const std::vector<Case> cases = {
+      {1, 2, 77, 77, 72, 72}, {1, 1, 257, 257, 72, 72}, {2, 1, 77, 130, 64, 64},
+      {1, 1, 257, 77, 32, 32}, {1, 1, 129, 257, 64, 64}, {1, 1, 200, 64, 72, 72},
+  };
+  for (const Case& c : cases) {
+    const std::string what = "B" + std::to_string(c.batch) + " H" + std::to_string(c.heads) + " Lq" +
+                             std::to_string(c.lq) + " Lk" + std::to_string(c.lk) + " D" + std::to_string(c.d);
+    for (DType dtype : {DType::bf16, DType::f16, DType::f32}) {
+      check_case(c, dtype, Tensor(), 1.0 / std::sqrt(static_cast<double>(c.d)), what);
+      if (dtype != DType::f32) check_case(c, dtype, random_mask({1, c.heads, c.lq, c.lk}, 17), 0.2, what + " masked");
+    }
+  }
+}
+
+// Gradients of q, k and v through autograd (the forward output saved for the backward) at a DiT shape.
+TEST_F(CudaAttention, TransformerGradientsThroughAutograd) {
+  for (DType dtype : {DType::bf16, DType::f16}) {
+    for (int64_t d : {64, 72}) {
+      const Tensor q = random_tensor({2, 3, 77, d}, 20, dtype), k = random_tensor({2, 3, 77, d}, 21, dtype);
+      const Tensor v = random_tensor({2, 3, 77, d}, 22, dtype);
+      EXPECT_TRUE(gradients_close([](const auto& in) { return ops::scaled_dot_product_attention(in[0], in[1], in[2]); },
+                                  {q, k, v}, l2_tolerance(dtype)))
+          << dtype << " D" << d;
     }
   }
 }
