@@ -25,7 +25,6 @@ FullyShardedModel::FullyShardedModel(nn::Module& model, std::shared_ptr<Communic
     DCAE_CHECK(p.is_leaf(), "FSDP: parameter '", name, "' (", p.str(), ") is not a leaf tensor");
   }
   DCAE_CHECK(comm_->supports(device), "FSDP: the ", comm_->backend(), " communicator cannot move tensors on ", device);
-  if (options_.broadcast_parameters) broadcast_module(model_, *comm_);
 
   // Units: the root first, then the modules each glob matches (in module order). Within one glob only the
   // outermost matches count, so "blocks.*" makes one unit per block, not one per layer inside the blocks too.
@@ -55,6 +54,13 @@ FullyShardedModel::FullyShardedModel(nn::Module& model, std::shared_ptr<Communic
     DCAE_CHECK(matched, "FSDP unit glob '", glob, "' matches no module (", modules.size(), " modules, e.g. '",
                modules.size() > 1 ? modules[1].first : std::string(), "')");
   }
+
+  for (const Unit& unit : units_) {
+    const auto* layer = dynamic_cast<const nn::Layer*>(unit.module);
+    DCAE_CHECK(layer == nullptr || !layer->has_forward_interceptor(), "FSDP unit '", unit.name,
+               "': its module already has a forward interceptor (is the model sharded twice?)");
+  }
+  if (options_.broadcast_parameters) broadcast_module(model_, *comm_);
 
   const int world = comm_->size();
   const int rank = comm_->rank();
@@ -107,11 +113,27 @@ FullyShardedModel::FullyShardedModel(nn::Module& model, std::shared_ptr<Communic
     unit.info.trainable = unit.trainable_params > 0;
     for (size_t i : unit.params) unit.info.params.push_back(params_[i].name);
   }
+  // Per-unit hooks: the unit's module runs through run_unit whenever its parent calls it via operator().
+  for (size_t u = 1; u < units_.size(); ++u) {
+    Unit& unit = units_[u];
+    auto* layer = dynamic_cast<nn::Layer*>(unit.module);
+    if (layer == nullptr || unit.params.empty()) continue;
+    layer->set_forward_interceptor(
+        [this, u](const Tensor& x, const std::function<Tensor(const Tensor&)>& run) {
+          Unit& hooked = units_[u];
+          hooked.intercepted = true;
+          hooked.info.wrapped = true;
+          return run_unit_at(u, x, run);
+        });
+    unit.hooked_layer = layer;
+  }
   end_hook_ = autograd::add_backward_end_hook([this] { on_backward_end(); });
 }
 
 FullyShardedModel::~FullyShardedModel() {
   autograd::remove_backward_end_hook(end_hook_);
+  for (Unit& unit : units_)
+    if (unit.hooked_layer != nullptr) unit.hooked_layer->set_forward_interceptor(nullptr);
   for (Param& q : params_)
     if (q.trainable) autograd::remove_grad_ready_hook(q.param, q.hook);
   // Collectives in flight read our staging buffers: let them finish (a failure was already reported by wait).
