@@ -14,16 +14,25 @@
 //   ranks      JobOptions world_size > 1 (dcae-trainer under mpirun / srun): dist.strategy = "ddp" wraps the model
 //              in dist::DataParallel (gradients averaged over ranks at the last micro-step), every rank reads its
 //              share of each global batch, logged losses are averaged over ranks, rank 0 writes metrics, grids and
-//              checkpoints, every rank loads them on resume. "fsdp" is not wired here yet (an error says so).
+//              checkpoints, every rank loads them on resume.
+//   fsdp       dist.strategy = "fsdp" (any world size, 1 included; dcae_job_fsdp.cpp): dist::FullyShardedModel
+//              over the dist.fsdp.units (DC-AE stages by default), gathered in the precision's dtype; optimizer and
+//              EMA on the fp32 trainable shards, clipping with the global shard norm, evaluation through the
+//              sharded forward, sharded checkpoints (every rank writes its rows + manifest + COMPLETE) that resume
+//              on any number of ranks.
+//   memory     every strategy reports per-rank bytes by category (parameters, gradients, optimizer state,
+//              activations, communication buffers) in a line after the progress line and as "memory" in metrics.
 //
 // Run folder (log.dir, or --out): recipe.toml, metrics.jsonl, grids/step_XXXXXXXX.png, checkpoints/.
 #pragma once
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "dist/memory.h"
 #include "trainer/checkpoint.h"
 #include "trainer/data_sources.h"
 #include "trainer/ema.h"
@@ -38,6 +47,7 @@
 namespace dcae::dist {
 class Communicator;
 class DataParallel;
+class FullyShardedModel;
 }  // namespace dcae::dist
 
 namespace dcae::trainer {
@@ -55,6 +65,8 @@ RecipeSchema& job_schema();
 Recipe load_job_recipe(const std::string& path, const std::vector<std::string>& overrides = {});
 // "auto" -> cuda when available, else cpu; "cuda" without a GPU build is an error.
 Device resolve_device(const std::string& text);
+// Bytes of tensor memory in use on `device` now (host allocator, or the CUDA caching allocator's blocks).
+int64_t device_bytes_in_use(Device device);
 
 struct EvalResult {
   int64_t step = 0;
@@ -99,6 +111,11 @@ class DcaeJob {
   nn::Module& model() { return *model_.module; }
   const TrainModel& train_model() const { return model_; }
   Optimizer& optimizer() { return *optim_; }
+  // The sharded model under dist.strategy = "fsdp" (null otherwise).
+  dist::FullyShardedModel* fsdp() { return fsdp_.get(); }
+  // Per-rank bytes by category now; activations are those the last step's first forward kept for its backward.
+  // The metrics' "memory" is this at the end of each step, before its gradients are dropped.
+  dist::MemoryStats memory_by_category() const;
   LossTerm* loss_term(const std::string& name);  // nullptr when the recipe does not use it
   const std::string& run_dir() const { return run_dir_; }
   const std::string& checkpoint_dir() const { return checkpoint_dir_; }
@@ -115,10 +132,24 @@ class DcaeJob {
   };
   void build_losses();
   void resume();
+  // Step, data position, RNG and counters from a checkpoint's trainer state (both checkpoint kinds).
+  void restore_trainer_state(const TrainerState& state, const std::string& folder);
+  TrainerState trainer_state() const;
   CheckpointItems checkpoint_items();
   // Data parallelism over options_.world_size ranks (dcae_job_dist.cpp): the communicator and the DDP wrapper,
-  // made after freezing and before the optimizer copies its fp32 masters; nothing on one rank.
+  // made after freezing and before the optimizer copies its fp32 masters; nothing on one rank. Under fsdp it
+  // shards the model instead (setup_fsdp), on one rank too.
   void setup_data_parallel();
+  // The world communicator for this job's device (MPI, or NCCL for CUDA), after checking the launcher agrees.
+  std::shared_ptr<dist::Communicator> make_world_communicator();
+  // dcae_job_fsdp.cpp: sharding, clipping over shards, sharded checkpoints, memory accounting.
+  void setup_fsdp();
+  GradNorm clip_sharded_gradients();
+  std::string save_sharded();
+  void resume_sharded(const std::string& folder);
+  int64_t optimizer_state_bytes() const;
+  // The model's forward under FSDP (gathers per unit, frees what no backward needs), or `run` itself.
+  Tensor run_model(const std::function<Tensor()>& run);
   // Data-parallel training all-reduces the gradients here, once per optimizer step (a no-op on one rank).
   void sync_gradients();
   // The step's logged losses, averaged over ranks in place (a no-op on one rank).
@@ -140,6 +171,10 @@ class DcaeJob {
   TrainModel model_;
   std::shared_ptr<dist::Communicator> comm_;  // set when world_size > 1
   std::unique_ptr<dist::DataParallel> ddp_;
+  bool use_fsdp_ = false;  // dist.strategy = "fsdp"
+  std::unique_ptr<dist::FullyShardedModel> fsdp_;
+  int64_t activation_bytes_ = 0;  // measured at the last step's first forward
+  dist::MemoryStats step_memory_;  // at the end of the last step, before its gradients were dropped
   std::unique_ptr<ImageSource> source_;
   Tensor eval_images_;
   std::vector<Term> terms_;

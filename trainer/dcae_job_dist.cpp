@@ -7,11 +7,13 @@
 #include <filesystem>
 #include <fstream>
 #include <iomanip>
+#include <map>
 #include <sstream>
 
 #include "core/autograd/grad_mode.h"
 #include "dist/bootstrap.h"
 #include "dist/data_parallel.h"
+#include "dist/fsdp.h"
 #include "trainer/dcae_job.h"
 #ifdef DCAE_WITH_NCCL
 #include "dist/cuda/nccl_communicator.h"
@@ -22,31 +24,41 @@ namespace dcae::trainer {
 namespace fs = std::filesystem;
 
 void DcaeJob::setup_data_parallel() {
-  if (options_.world_size <= 1) return;
   const std::string strategy = recipe_.get<std::string>("dist.strategy");
-  DCAE_CHECK(strategy != "fsdp", "dist.strategy = \"fsdp\" (", recipe_.origin("dist.strategy"), ") on ",
-             options_.world_size, " ranks: fsdp in dcae-trainer is not wired yet; use dist.strategy = \"ddp\"");
-  DCAE_CHECK(strategy == "ddp", "dist.strategy = \"", strategy, "\": expected \"ddp\"");
   // A critic (the GAN discriminator) has its own parameters and optimizer, updated outside the model's backward;
-  // DDP here synchronises the autoencoder only, so replicas of the critic would drift apart.
-  for (const Term& t : terms_)
-    DCAE_CHECK(!t.term->adversarial(), "loss '", t.name, "' trains a critic of its own, which dcae-trainer does not ",
-               "synchronise over ranks yet; run it on one rank (world size is ", options_.world_size, ")");
+  // neither DDP nor FSDP here synchronises it, so replicas of the critic would drift apart.
+  if (options_.world_size > 1 || use_fsdp_)
+    for (const Term& t : terms_)
+      DCAE_CHECK(!t.term->adversarial(), "loss '", t.name, "' trains a critic of its own, which dcae-trainer does not ",
+                 use_fsdp_ ? "shard (dist.strategy = \"fsdp\")" : "synchronise over ranks yet", "; run it ",
+                 use_fsdp_ ? "with dist.strategy = \"ddp\"" : "on one rank", " (world size is ", options_.world_size,
+                 ")");
+  if (use_fsdp_) {
+    setup_fsdp();
+    return;
+  }
+  if (options_.world_size <= 1) return;
+  DCAE_CHECK(strategy == "ddp", "dist.strategy = \"", strategy, "\": expected \"ddp\" or \"fsdp\"");
+  comm_ = make_world_communicator();
+  ddp_ = std::make_unique<dist::DataParallel>(*model_.module, comm_);  // frozen parameters are left out
+  LOG(INFO) << "data parallel over " << options_.world_size << " ranks (" << comm_->backend() << "): "
+            << ddp_->bucket_layout().size() << " gradient buckets; global batch "
+            << batch_size_ * grad_accum_ * options_.world_size;
+}
+
+std::shared_ptr<dist::Communicator> DcaeJob::make_world_communicator() {
   DCAE_CHECK(dist::initialized(), "JobOptions world_size = ", options_.world_size,
              " but the distributed runtime is not started (dist::init)");
   DCAE_CHECK(dist::context().world_size == options_.world_size && dist::context().rank == options_.rank,
              "JobOptions rank ", options_.rank, " of ", options_.world_size, " disagree with the launcher's rank ",
              dist::context().rank, " of ", dist::context().world_size);
-  comm_ = dist::world();
+  std::shared_ptr<dist::Communicator> comm = dist::world();
 #ifdef DCAE_WITH_NCCL
-  if (device_.is_cuda()) comm_ = std::make_shared<dist::NcclCommunicator>(*dist::world(), device_.index);
+  if (device_.is_cuda()) comm = std::make_shared<dist::NcclCommunicator>(*dist::world(), device_.index);
 #endif
-  DCAE_CHECK(comm_->supports(device_), "dist: the ", comm_->backend(), " communicator cannot reduce tensors on ",
+  DCAE_CHECK(comm->supports(device_), "dist: the ", comm->backend(), " communicator cannot reduce tensors on ",
              device_.str(), " (a CUDA job needs a build with NCCL)");
-  ddp_ = std::make_unique<dist::DataParallel>(*model_.module, comm_);  // frozen parameters are left out
-  LOG(INFO) << "data parallel over " << options_.world_size << " ranks (" << comm_->backend() << "): "
-            << ddp_->bucket_layout().size() << " gradient buckets; global batch "
-            << batch_size_ * grad_accum_ * options_.world_size;
+  return comm;
 }
 
 void DcaeJob::sync_gradients() {
@@ -84,9 +96,14 @@ void DcaeJob::write_parameter_digest() {
   const char* flag = std::getenv("DCAE_PARAM_DIGEST");
   if (flag == nullptr || std::strcmp(flag, "1") != 0) return;
   // FNV-1a over the bytes of every parameter and buffer in state() order: equal digests mean identical replicas.
+  // Under fsdp the model's tensors are empty between steps: the gathered parameters stand in (collective).
+  std::map<std::string, Tensor> gathered;
+  if (fsdp_)
+    for (auto& [name, full] : fsdp_->gather_full_parameters()) gathered[name] = full;
   uint64_t hash = 1469598103934665603ull;
   for (const auto& [name, t] : model_.module->state()) {
-    const Tensor host = t.to(Device::cpu()).contiguous();
+    auto it = gathered.find(name);
+    const Tensor host = (it != gathered.end() ? it->second : t).to(Device::cpu()).contiguous();
     const auto* bytes = static_cast<const unsigned char*>(host.raw_data());
     for (size_t i = 0; i < host.nbytes(); ++i) hash = (hash ^ bytes[i]) * 1099511628211ull;
   }
