@@ -3,9 +3,15 @@
 #include <cmath>
 
 #include "core/autograd/engine.h"
+#include "core/autograd/grad_mode.h"
 #include "dist/data_parallel.h"
 #include "dist/fsdp_internal.h"
 #include "dist/storage_swap.h"
+#include "ops/elementwise.h"
+#include "ops/join.h"
+#include "ops/reduce.h"
+#include "ops/unary.h"
+#include "ops/view.h"
 
 namespace dcae::dist {
 
@@ -182,13 +188,28 @@ const ShardLayout& FullyShardedModel::layout(const std::string& param_name) cons
 }
 
 double FullyShardedModel::grad_norm() {
+  // Padding rows hold zero gradients. CPU shards sum their squares in double, device shards in f32 on the device
+  // (one partial sum per shard, one host read); the total travels on the shards' device (NCCL moves no CPU tensor).
   double local = 0.0;
+  std::vector<Tensor> partial;
+  Device device = Device::cpu();
   for (const Param& q : params_) {
     if (!q.trainable || !q.shard.grad().defined()) continue;
-    for (double g : q.shard.grad().to_vector<double>()) local += g * g;  // padding rows are zero
+    const Tensor& grad = q.shard.grad();
+    device = grad.device();
+    autograd::NoGradGuard no_grad;
+    if (device.is_cpu())
+      local += ops::sum(ops::square(ops::cast(grad, DType::f64))).item<double>();
+    else
+      partial.push_back(ops::reshape(ops::sum(ops::square(ops::cast(grad, DType::f32))), {1}));
   }
-  Tensor total = scalar_tensor(local, DType::f64, Device::cpu());
-  comm_->all_reduce(total.view({1}), ReduceOp::sum);
+  if (!partial.empty()) {
+    autograd::NoGradGuard no_grad;
+    local += ops::sum(ops::concat(partial, 0)).item<double>();
+  }
+  if (!comm_->supports(device)) device = params_.front().shard.device();
+  Tensor total = scalar_tensor(local, DType::f64, device).view({1});
+  comm_->all_reduce(total, ReduceOp::sum);
   return std::sqrt(total.item<double>());
 }
 

@@ -146,6 +146,8 @@ DcaeJob::DcaeJob(Recipe recipe, JobOptions options) : recipe_(std::move(recipe))
   progress.total_steps = total_steps_;
   progress.rank = options_.rank;
   progress.all_ranks = r.get<bool>("log.all_ranks");
+  if (device_.is_cuda())  // the GPU's peak, not the host's
+    progress.peak_memory = [device = device_] { return static_cast<size_t>(device_peak_bytes(device)); };
   progress_ = std::make_unique<ProgressMeter>(progress);
 }
 

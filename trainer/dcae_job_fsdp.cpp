@@ -12,6 +12,7 @@
 #include <filesystem>
 
 #include "core/tensor/storage.h"
+#include "dist/bootstrap.h"
 #include "dist/data_parallel.h"
 #include "dist/fsdp.h"
 #include "dist/sharded_checkpoint.h"
@@ -26,10 +27,18 @@ namespace fs = std::filesystem;
 
 int64_t device_bytes_in_use(Device device) {
 #ifdef DCAE_WITH_CUDA
-  if (device.is_cuda()) return static_cast<int64_t>(caching_allocator(device.index).stats().allocated_bytes);
+  if (device.is_cuda()) return static_cast<int64_t>(cuda::caching_allocator(device.index).stats().allocated_bytes);
 #endif
   (void)device;
   return static_cast<int64_t>(CpuAllocator::instance().bytes_in_use());
+}
+
+int64_t device_peak_bytes(Device device) {
+#ifdef DCAE_WITH_CUDA
+  if (device.is_cuda()) return static_cast<int64_t>(cuda::caching_allocator(device.index).stats().peak_allocated_bytes);
+#endif
+  (void)device;
+  return static_cast<int64_t>(CpuAllocator::instance().peak_bytes());
 }
 
 void DcaeJob::setup_fsdp() {
@@ -67,8 +76,10 @@ GradNorm DcaeJob::clip_sharded_gradients() {
 }
 
 int64_t DcaeJob::optimizer_state_bytes() const {
+  // Slots only: fp32 masters of bf16/fp16 weights ("master.*") count as parameters.
   int64_t bytes = 0;
-  for (const auto& [name, t] : optim_->state_tensors()) bytes += static_cast<int64_t>(t.nbytes());
+  for (const auto& [name, t] : optim_->state_tensors())
+    if (name.rfind("master.", 0) != 0) bytes += static_cast<int64_t>(t.nbytes());
   return bytes;
 }
 
@@ -102,7 +113,8 @@ Tensor host_staging(const Tensor& like) { return zeros(like.shape(), like.dtype(
 }  // namespace
 
 std::string DcaeJob::save_sharded() {
-  dist::Communicator& comm = fsdp_->communicator();
+  // The checkpoint's own collectives exchange CPU metadata: MPI (or the local one), never NCCL.
+  dist::Communicator& comm = options_.world_size > 1 ? *dist::world() : fsdp_->communicator();
   std::vector<dist::ShardedTensor> tensors;
   for (dist::ShardedTensor t : fsdp_->sharded_state()) {
     t.name = "model." + t.name;

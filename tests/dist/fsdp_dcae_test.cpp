@@ -2,8 +2,13 @@
 // ("encoder.down_blocks.*", "decoder.up_blocks.*") get the per-unit schedule from their forward hooks without any
 // wrap(): gathered before their forward, freed after it, gathered again for backward, reduce-scattered, and frozen
 // stages below the first trainable layer run without recording. Training equals one process on the global batch.
+#include "core/autograd/grad_mode.h"
 #include "dist/fsdp.h"
 #include "nn/dcae/model.h"
+#ifdef DCAE_WITH_NCCL
+#include "core/tensor/cuda/stream.h"
+#include "dist/cuda/nccl_communicator.h"
+#endif
 #include "tests/dist/dist_testing.h"
 
 namespace dcae::dist {
@@ -208,6 +213,72 @@ TEST(FsdpDcae, HooksAreRemovedWithTheShardedModelAndRefuseASecondOwner) {
       EXPECT_FALSE(layer->has_forward_interceptor()) << name;
     }
 }
+
+#ifdef DCAE_WITH_NCCL
+// The same schedule on GPUs over NCCL (one GPU per rank: `mpirun -np 2` on a 2-GPU machine, or one process on one
+// GPU): all-gathers, reduce-scatters and the grad-norm all-reduce on CUDA tensors, plain SGD on the shards through
+// ops, against one CPU process on the whole batch (loose tolerance: GPU convolutions may round differently).
+void sgd_step(const std::vector<Tensor>& params, double lr) {
+  autograd::NoGradGuard no_grad;
+  for (const Tensor& p : params)
+    if (p.grad().defined()) Tensor(p.detach()).add_(p.grad(), -lr);
+}
+
+TEST(FsdpDcae, OnGpusOverNcclTrainsLikeOneProcess) {
+  const DistContext& ctx = context();
+  if (!cuda_available() || cuda::device_count() < ctx.local_rank + 1) GTEST_SKIP() << "needs one GPU per rank";
+  const int gpu = bind_local_gpu(ctx);
+  auto comm = std::make_shared<NcclCommunicator>(*world(), gpu);
+  const Device device = Device::cuda(gpu);
+  const int rank = comm->rank(), world_size = comm->size();
+  const auto images = make_images();
+  constexpr double kLr = 0.05;
+
+  auto reference = make_model(21);
+  for (const Tensor& batch : images) {
+    testing::TestAdamW::zero_grad(reference->parameters());
+    autograd::backward(reconstruction_loss(*reference, batch));
+    sgd_step(reference->parameters(), kLr);
+  }
+  double reference_norm = 0.0;
+  {
+    testing::TestAdamW::zero_grad(reference->parameters());
+    autograd::backward(reconstruction_loss(*reference, images.front()));
+    for (const Tensor& p : reference->parameters())
+      for (double g : p.grad().to_vector<double>()) reference_norm += g * g;
+    reference_norm = std::sqrt(reference_norm);
+  }
+
+  auto model = make_model(21 + static_cast<uint64_t>(rank));
+  model->to(device);
+  FullyShardedModel fsdp(*model, comm, {.units = kStageUnits});
+  const std::vector<Tensor> shards = testing::values(fsdp.trainable_shards());
+  for (const Tensor& batch : images) {
+    testing::TestAdamW::zero_grad(shards);
+    const Tensor local = testing::local_rows(batch, rank, world_size).to(device);
+    autograd::backward(fsdp.forward([&] { return reconstruction_loss(*model, local); }));
+    sgd_step(shards, kLr);
+  }
+  // The global gradient norm (one more forward/backward on the first batch with the trained weights).
+  testing::TestAdamW::zero_grad(shards);
+  const Tensor local = testing::local_rows(images.front(), rank, world_size).to(device);
+  autograd::backward(fsdp.forward([&] { return reconstruction_loss(*model, local); }));
+  EXPECT_NEAR(fsdp.grad_norm(), reference_norm, 2e-2 * reference_norm);
+
+  const auto full = fsdp.gather_full_parameters();
+  const auto expected = reference->named_parameters();
+  ASSERT_EQ(full.size(), expected.size());
+  for (size_t i = 0; i < full.size(); ++i)
+    EXPECT_TRUE(all_close(full[i].second.to(Device::cpu()), expected[i].second, 2e-3, 2e-2)) << full[i].first;
+  for (const auto& unit : fsdp.units()) {
+    if (unit.name == "<root>") continue;
+    EXPECT_TRUE(unit.wrapped) << unit.name;
+    EXPECT_EQ(unit.reduce_scatters, kSteps + 1) << unit.name;
+    EXPECT_FALSE(unit.gathered) << unit.name;
+  }
+  EXPECT_EQ(fsdp.memory().gathered_parameters, 0);
+}
+#endif
 
 }  // namespace
 }  // namespace dcae::dist
