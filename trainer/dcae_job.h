@@ -67,8 +67,9 @@ Recipe load_job_recipe(const std::string& path, const std::vector<std::string>& 
 Device resolve_device(const std::string& text);
 // Bytes of tensor memory in use on `device` now (host allocator, or the CUDA caching allocator's blocks).
 int64_t device_bytes_in_use(Device device);
-// The most bytes in use on `device` since start-up (or the last reset of the allocator's peak).
+// The most bytes in use on `device` since start-up or the last reset_device_peak (each training step starts one).
 int64_t device_peak_bytes(Device device);
+void reset_device_peak(Device device);
 
 struct EvalResult {
   int64_t step = 0;

@@ -41,6 +41,14 @@ int64_t device_peak_bytes(Device device) {
   return static_cast<int64_t>(CpuAllocator::instance().peak_bytes());
 }
 
+void reset_device_peak(Device device) {
+#ifdef DCAE_WITH_CUDA
+  if (device.is_cuda()) return cuda::caching_allocator(device.index).reset_peak_stats();
+#endif
+  (void)device;
+  CpuAllocator::instance().reset_peak();
+}
+
 void DcaeJob::setup_fsdp() {
   std::shared_ptr<dist::Communicator> comm = std::make_shared<dist::LocalCommunicator>();
   if (options_.world_size > 1) comm = comm_ = make_world_communicator();

@@ -88,6 +88,7 @@ double DcaeJob::backward_micro_batch(const Tensor& rec, const Tensor& adv, doubl
 StepResult DcaeJob::train_step() {
   const int64_t step = step_;
   StepResult result;
+  reset_device_peak(device_);  // the progress line's peak is this step's (not the first step's, nor an evaluation's)
   optim_->zero_grad();
   // Forward passes move BatchNorm statistics (the model's and the discriminator's); a skipped step restores them,
   // so it leaves no trace, and NaN activations cannot poison the running statistics.

@@ -184,6 +184,26 @@ TEST(FsdpDcae, Phase2FrozenStagesRunWithoutBackwardOrStayBitIdentical) {
   EXPECT_EQ(run.memory.gathered_parameters, 0);
 }
 
+// Finer units: every block inside the decoder's stages (called through nn::Sequential's hook point).
+TEST(FsdpDcae, BlockUnitsInsideStagesAreDrivenByTheirHooksToo) {
+  auto comm = world_comm();
+  const int rank = comm->rank(), world = comm->size();
+  auto model = make_model(21);
+  FullyShardedModel fsdp(*model, comm, {.units = {"decoder.up_blocks.*.*"}});
+  const Tensor images = testing::local_rows(make_images().front(), rank, world);
+  autograd::backward(fsdp.forward([&] { return reconstruction_loss(*model, images); }));
+  int64_t blocks = 0;
+  for (const auto& unit : fsdp.units()) {
+    if (unit.name == "<root>") continue;
+    ++blocks;
+    EXPECT_EQ(unit.name.rfind("decoder.up_blocks.", 0), 0u) << unit.name;
+    EXPECT_TRUE(unit.wrapped) << unit.name;
+    EXPECT_EQ(unit.backward_gathers, 1) << unit.name;
+    EXPECT_EQ(unit.reduce_scatters, 1) << unit.name;
+  }
+  EXPECT_EQ(blocks, 5);  // stages 0 and 1: UpBlock + one block each; stage 2: one block
+}
+
 TEST(FsdpDcae, HooksAreRemovedWithTheShardedModelAndRefuseASecondOwner) {
   auto comm = world_comm();
   auto model = make_model(21);

@@ -3,11 +3,13 @@
 // and a sharded checkpoint resumes on a different number of ranks (2 -> 1, 1 -> 2) as if never interrupted. In
 // process on one rank: the same training as without fsdp, evaluation through the sharded forward, memory by
 // category, and sharded checkpoints that are incomplete or corrupt are refused with errors naming them.
+// dcae-export consolidates a 2-rank sharded checkpoint into the plain run's model file.
 #include <filesystem>
 
 #include "dist/fsdp.h"
 #include "dist/sharded_checkpoint.h"
 #include "tests/testing/check.h"
+#include "tests/testing/tool_run.h"
 #include "tests/trainer/trainer_mpi_testing.h"
 
 namespace dcae::trainer {
@@ -86,6 +88,20 @@ TEST_F(TrainerFsdp, TwoRanksAndOneRankTrainLikeOneProcessOnTheGlobalBatch) {
     EXPECT_LE(worst, 1.0) << run;
     std::printf("%s: worst |fsdp - plain| / (1e-5 + 1e-3 |plain|) = %.3g\n", run, worst);
   }
+
+  // dcae-export consolidates the 2-rank checkpoint into one model file (the architecture from a config.json).
+  const Recipe recipe = load_job_recipe(dir.file("tiny.toml"), {"model.config.decoder_norm_types=\"rms_norm\""});
+  const std::string config = testing::write_file(
+      dir.file("config.json"),
+      nn::dcae_model::config_to_json(dcae_config_with_overrides("dc-ae-custom", recipe.at("model.config"))));
+  const auto exported = dcae::testing::run_built_tool(
+      "dcae-export",
+      "--checkpoint '" + step_folder(dir, "two", 3) + "' --config '" + config + "' --format safetensors --out '" +
+          dir.file("exported.safetensors") + "'",
+      dir.file("export.log"));
+  ASSERT_EQ(exported.exit_code, 0) << exported.output;
+  EXPECT_NE(exported.output.find("written by 2 rank(s)"), std::string::npos) << exported.output;
+  EXPECT_LE(worst_ratio(dir.file("exported.safetensors"), plain_model, 1e-5, 1e-3), 1.0);
 
   // Logged losses and the pre-clip gradient norm are global: equal to the plain run's.
   const auto two_rows = train_rows(dir.file("two/metrics.jsonl")), one_rows = train_rows(dir.file("one/metrics.jsonl")),
