@@ -255,6 +255,13 @@ TEST(TrainerFsdpOneRank, IncompleteOrCorruptShardedCheckpointsAreRefusedByName) 
   EXPECT_NE(error.find("not a complete sharded checkpoint"), std::string::npos) << error;
   fs::rename(dir.file("COMPLETE.saved"), fs::path(folder) / "COMPLETE");
 
+  // An interrupted sharded save leaves step_XXXXXXXX.partial: pruning removes it, never the complete folder.
+  fs::create_directories(dir.file("run/checkpoints/step_00000001.partial"));
+  const auto deleted = prune_checkpoints(dir.file("run/checkpoints"), 0);
+  ASSERT_EQ(deleted.size(), 1u);
+  EXPECT_NE(deleted[0].find("step_00000001.partial"), std::string::npos);
+  EXPECT_TRUE(dist::is_complete_sharded_checkpoint(folder));
+
   // A corrupt manifest: not JSON, or JSON without the tensor table.
   const std::string manifest = (fs::path(folder) / "manifest.json").string();
   const std::string text = read_text(manifest);
