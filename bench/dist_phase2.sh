@@ -133,6 +133,18 @@ for case in cases:
               f"{max(r['peak_mem_bytes'] for r in rows) / GiB:8.2f} | {'':13s} {m['parameters'] / GiB:6.3f} "
               f"{m['gradients'] / GiB:6.3f} {m['optimizer_state'] / GiB:6.3f} {state / GiB:6.3f} "
               f"{m['activations'] / GiB:6.3f} {m['communication_peak'] / GiB:7.3f}")
+states = {}
+for case in cases:
+    path = os.path.join(out, case, "metrics.jsonl")
+    if os.path.exists(path):
+        rows = [json.loads(l) for l in open(path) if l.strip() and '"train"' in l]
+        if rows:
+            m = rows[-1]["memory"]
+            states[case] = m["parameters"] + m["gradients"] + m["optimizer_state"]
+for strategy in ("ddp", "fsdp"):
+    if f"{strategy}_1" in states and f"{strategy}_2" in states:
+        print(f"{strategy}: per-rank model state (params + grads + optimizer) at 2 ranks / 1 rank = "
+              f"{states[strategy + '_2'] / states[strategy + '_1']:.3f}")
 def diff(a, b, what):
     if a in step_s and b in step_s:
         print(f"  {what}: {1000 * (step_s[a] - step_s[b]):+.1f} ms per step ({a} - {b})")
