@@ -57,6 +57,7 @@ void DcaeJob::setup_fsdp() {
   options.compute_dtype = dtype_;  // from train.precision; the shards of trainable parameters stay fp32
   options.reshard_after_forward = recipe_.get<bool>("dist.fsdp.reshard_after_forward");
   options.prefetch = recipe_.get<bool>("dist.fsdp.prefetch");
+  options.reduce_dtype = recipe_.get<std::string>("dist.fsdp.reduce_dtype") == "bf16" ? DType::bf16 : DType::f32;
   try {
     fsdp_ = std::make_unique<dist::FullyShardedModel>(*model_.module, comm, options);
   } catch (const Error& e) {

@@ -216,6 +216,9 @@ RecipeSchema dcae_recipe_schema() {
   s.add(key("dist.fsdp.reshard_after_forward", VT::boolean, true,
             "free a unit's gathered parameters after its forward and gather them again for backward"));
   s.add(key("dist.fsdp.prefetch", VT::boolean, true, "start the next unit's all-gather while the current one computes"));
+  s.add(one_of(key("dist.fsdp.reduce_dtype", VT::string, "fp32",
+                   "dtype gradients are averaged in (bf16 halves the reduce-scatter staging and traffic)"),
+               {"fp32", "bf16"}));
 
   s.add_rule([](const Recipe& r) {
     const std::string source = r.get<std::string>("data.source");

@@ -284,6 +284,12 @@ TEST(TrainerFsdpOneRank, RecipeKeysAreValidated) {
   EXPECT_NE(error.find("'decoder.nope.*' matches no module"), std::string::npos) << error;
   error = error_of([&] { testing::tiny_recipe(dir, {"dist.fsdp.prefetch=3"}); });
   EXPECT_NE(error.find("dist.fsdp.prefetch"), std::string::npos) << error;
+  error = error_of([&] { testing::tiny_recipe(dir, {"dist.fsdp.reduce_dtype=\"fp8\""}); });
+  EXPECT_NE(error.find("dist.fsdp.reduce_dtype"), std::string::npos) << error;
+  // bf16 reduction trains too (one rank: the same steps, gradients rounded to bf16 on the way).
+  DcaeJob bf16_reduce(testing::tiny_recipe(dir, {"dist.strategy=\"fsdp\"", "dist.fsdp.reduce_dtype=\"bf16\"",
+                                                 "train.steps=1", "train.grad_accum=2", "eval.every=0"}));
+  EXPECT_FALSE(bf16_reduce.train_step().skipped);
 }
 
 }  // namespace
