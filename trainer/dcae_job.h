@@ -4,7 +4,8 @@
 //              train.trainable globs -> Module::train_only (frozen parameters: no gradient, no optimizer state and,
 //              through autograd pruning, no saved activations below the first trainable layer)
 //   precision  fp32, or bf16/fp16 *weights* (the model is cast once; every op then computes in that dtype) with
-//              fp32 master weights in the optimizer; fp16 adds dynamic loss scaling. Pixel losses are taken in f32.
+//              fp32 master weights in the optimizer (under fsdp the model stays fp32 and its units are gathered
+//              in the precision's dtype); fp16 adds dynamic loss scaling. Pixel losses are taken in f32.
 //   losses     loss.l1 / mse / lpips / gan weights and [loss.terms] name = weight for any registered term
 //   data       registries().datasets[data.source]; held-out images for evaluation
 //   loop       gradient accumulation, one gradient-sync point, clipping, non-finite skip/stop, AdamW + schedule,
