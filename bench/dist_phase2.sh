@@ -18,7 +18,8 @@
 # only when LPIPS_WEIGHTS (default weights/lpips_vgg16.safetensors) exists. Cases: ddp on 1 and 2 ranks, fsdp on 1
 # and 2 ranks, and fsdp on 2 ranks without prefetch and without reshard-after-forward (the communication figures).
 # Two ranks run under `mpirun -np 2` with NCCL_NVLS_ENABLE=0. Every case's log and metrics stay in OUT_DIR/<case>/;
-# the summary is OUT_DIR/summary.txt (also printed). Other knobs: STEPS, WARMUP, BATCH, RESOLUTION, OMP_NUM_THREADS.
+# the summary is OUT_DIR/summary.txt (also printed). Other knobs: CASES, STEPS, WARMUP, BATCH, RESOLUTION,
+# OMP_NUM_THREADS, PYTHON.
 set -euo pipefail
 
 bin_dir=$(cd "${1:?usage: dist_phase2.sh BIN_DIR [OUT_DIR]}" && pwd)
@@ -38,6 +39,8 @@ export NCCL_NVLS_ENABLE=0 OMP_NUM_THREADS=${OMP_NUM_THREADS:-4} DCAE_DIST_TIMEOU
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 device=${DEVICE:-cuda}  # DEVICE=cpu GPUS=2 RESOLUTION=64 DCAE_RECIPE=recipes/tiny_phase2.toml: a CPU dry run
 gpus=${GPUS:-$(nvidia-smi -L 2>/dev/null | grep -c GPU || true)}
+# CASES picks a subset (a later call with other cases adds to the same OUT_DIR; the summary covers all there).
+cases=${CASES:-ddp_1 fsdp_1 ddp_2 fsdp_2 fsdp_2_no_prefetch fsdp_2_keep_gathered}
 mkdir -p "$out"
 
 # Smooth generated photographs-to-be: 2 x batch training images per rank pair plus one held out.
@@ -80,6 +83,7 @@ common=(--set 'model.init_from=""' --set data.source=folder --set "data.folder=\
 run_case() {
   local name=$1 ranks=$2 strategy=$3
   shift 3
+  if [[ " $cases " != *" $name "* ]]; then return; fi
   if (( ranks > gpus )); then echo "skip $name: $ranks ranks, $gpus GPU(s)"; return; fi
   rm -rf "${out:?}/$name"
   local launch=()
