@@ -3,9 +3,15 @@
 #include <cmath>
 
 #include "core/autograd/engine.h"
+#include "core/autograd/grad_mode.h"
 #include "dist/data_parallel.h"
 #include "dist/fsdp_internal.h"
 #include "dist/storage_swap.h"
+#include "ops/elementwise.h"
+#include "ops/join.h"
+#include "ops/reduce.h"
+#include "ops/unary.h"
+#include "ops/view.h"
 
 namespace dcae::dist {
 
@@ -25,7 +31,6 @@ FullyShardedModel::FullyShardedModel(nn::Module& model, std::shared_ptr<Communic
     DCAE_CHECK(p.is_leaf(), "FSDP: parameter '", name, "' (", p.str(), ") is not a leaf tensor");
   }
   DCAE_CHECK(comm_->supports(device), "FSDP: the ", comm_->backend(), " communicator cannot move tensors on ", device);
-  if (options_.broadcast_parameters) broadcast_module(model_, *comm_);
 
   // Units: the root first, then the modules each glob matches (in module order). Within one glob only the
   // outermost matches count, so "blocks.*" makes one unit per block, not one per layer inside the blocks too.
@@ -55,6 +60,13 @@ FullyShardedModel::FullyShardedModel(nn::Module& model, std::shared_ptr<Communic
     DCAE_CHECK(matched, "FSDP unit glob '", glob, "' matches no module (", modules.size(), " modules, e.g. '",
                modules.size() > 1 ? modules[1].first : std::string(), "')");
   }
+
+  for (const Unit& unit : units_) {
+    const auto* layer = dynamic_cast<const nn::Layer*>(unit.module);
+    DCAE_CHECK(layer == nullptr || !layer->has_forward_interceptor(), "FSDP unit '", unit.name,
+               "': its module already has a forward interceptor (is the model sharded twice?)");
+  }
+  if (options_.broadcast_parameters) broadcast_module(model_, *comm_);
 
   const int world = comm_->size();
   const int rank = comm_->rank();
@@ -107,11 +119,27 @@ FullyShardedModel::FullyShardedModel(nn::Module& model, std::shared_ptr<Communic
     unit.info.trainable = unit.trainable_params > 0;
     for (size_t i : unit.params) unit.info.params.push_back(params_[i].name);
   }
+  // Per-unit hooks: the unit's module runs through run_unit whenever its parent calls it via operator().
+  for (size_t u = 1; u < units_.size(); ++u) {
+    Unit& unit = units_[u];
+    auto* layer = dynamic_cast<nn::Layer*>(unit.module);
+    if (layer == nullptr || unit.params.empty()) continue;
+    layer->set_forward_interceptor(
+        [this, u](const Tensor& x, const std::function<Tensor(const Tensor&)>& run) {
+          Unit& hooked = units_[u];
+          hooked.intercepted = true;
+          hooked.info.wrapped = true;
+          return run_unit_at(u, x, run);
+        });
+    unit.hooked_layer = layer;
+  }
   end_hook_ = autograd::add_backward_end_hook([this] { on_backward_end(); });
 }
 
 FullyShardedModel::~FullyShardedModel() {
   autograd::remove_backward_end_hook(end_hook_);
+  for (Unit& unit : units_)
+    if (unit.hooked_layer != nullptr) unit.hooked_layer->set_forward_interceptor(nullptr);
   for (Param& q : params_)
     if (q.trainable) autograd::remove_grad_ready_hook(q.param, q.hook);
   // Collectives in flight read our staging buffers: let them finish (a failure was already reported by wait).
@@ -160,13 +188,28 @@ const ShardLayout& FullyShardedModel::layout(const std::string& param_name) cons
 }
 
 double FullyShardedModel::grad_norm() {
+  // Padding rows hold zero gradients. CPU shards sum their squares in double, device shards in f32 on the device
+  // (one partial sum per shard, one host read); the total travels on the shards' device (NCCL moves no CPU tensor).
   double local = 0.0;
+  std::vector<Tensor> partial;
+  Device device = Device::cpu();
   for (const Param& q : params_) {
     if (!q.trainable || !q.shard.grad().defined()) continue;
-    for (double g : q.shard.grad().to_vector<double>()) local += g * g;  // padding rows are zero
+    const Tensor& grad = q.shard.grad();
+    device = grad.device();
+    autograd::NoGradGuard no_grad;
+    if (device.is_cpu())
+      local += ops::sum(ops::square(ops::cast(grad, DType::f64))).item<double>();
+    else
+      partial.push_back(ops::reshape(ops::sum(ops::square(ops::cast(grad, DType::f32))), {1}));
   }
-  Tensor total = scalar_tensor(local, DType::f64, Device::cpu());
-  comm_->all_reduce(total.view({1}), ReduceOp::sum);
+  if (!partial.empty()) {
+    autograd::NoGradGuard no_grad;
+    local += ops::sum(ops::concat(partial, 0)).item<double>();
+  }
+  if (!comm_->supports(device)) device = params_.front().shard.device();
+  Tensor total = scalar_tensor(local, DType::f64, device).view({1});
+  comm_->all_reduce(total, ReduceOp::sum);
   return std::sqrt(total.item<double>());
 }
 

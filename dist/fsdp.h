@@ -8,16 +8,20 @@
 // A frozen unit whose input needs no gradient (below the first trainable layer) runs without recording backward.
 //
 //   dist::FullyShardedModel fsdp(model, dist::world(), {.units = {"blocks.*"}, .compute_dtype = DType::bf16});
-//   block_runner[i] = fsdp.wrap("blocks." + i, block[i]);   // what the model calls instead of block[i]
 //   auto optim = make_optimizer(fsdp.named_shards(), ...);   // frozen shards do not require grad: no group
 //   loop: Tensor loss = fsdp.forward([&] { return loss_fn(model.forward(x)); });
 //         autograd::backward(loss);       // shard .grad() filled (average over ranks) when backward returns
 //         fsdp.grad_norm() for clipping; optim.step(); optim.zero_grad();
 //
-// Units whose layer is not wrapped (a model that calls its children directly) are gathered by forward() and stay
-// gathered until their backward is done (frozen ones that no backward needs are freed right after forward); wrapped
-// units get the full schedule. Between steps the model's own parameter tensors hold no memory: use
-// gather_full_parameters() / sharded_state() to read them, never the model's tensors.
+// How a unit gets the per-unit schedule: every unit whose module is an nn::Layer gets a forward interceptor
+// (nn::Layer::set_forward_interceptor), which runs whenever the parent calls it through operator() (nn::Sequential
+// and the DC-AE Encoder/Decoder do), so "encoder.down_blocks.*" needs nothing from the model. A parent that calls
+// child->forward() directly bypasses the hook: wrap(name, layer) gives it a layer to call instead. Units that no
+// hook or wrapper drives (and the root) are gathered by forward() and stay gathered until their backward is done
+// (frozen ones that no backward needs are freed right after forward). Until a unit's hook has run once (the first
+// forward), forward() gathers it up front too; from then on it is gathered only when it runs. Between steps the
+// model's own parameter tensors hold no memory: use gather_full_parameters() / sharded_state() to read them,
+// never the model's tensors.
 #pragma once
 #include <functional>
 #include <memory>
@@ -85,7 +89,7 @@ class FullyShardedModel {
     std::string name;  // the module name; "<root>" for parameters outside every unit
     std::vector<std::string> params;
     bool trainable = false;  // holds a trainable parameter
-    bool wrapped = false;
+    bool wrapped = false;  // driven per unit: wrap()'s layer or the module's forward hook ran it
     int64_t forward_gathers = 0, backward_gathers = 0, reduce_scatters = 0;
     int64_t forwards_without_backward = 0;  // forwards run with recording off (frozen, input needs no grad)
     bool gathered = false;
@@ -103,6 +107,7 @@ class FullyShardedModel {
   enum class Phase { forward, backward };
 
   size_t unit_index(const std::string& name) const;
+  Tensor run_unit_at(size_t u, const Tensor& x, const std::function<Tensor(const Tensor&)>& fn);
   void start_gather(Unit& unit, Phase phase);
   void finish_gather(Unit& unit);
   void ensure_gathered(Unit& unit, Phase phase);

@@ -25,7 +25,9 @@ struct FullyShardedModel::Unit {
   std::vector<size_t> params;
   int64_t trainable_params = 0;
   bool all_trainable = false;
-  bool wrapped = false;
+  bool wrapped = false;                // wrap() made a ShardedLayer for it
+  nn::Layer* hooked_layer = nullptr;  // the module's forward interceptor is ours (removed in the destructor)
+  bool intercepted = false;           // its interceptor has run: later forwards leave it to run_unit
   int64_t gather_numel = 0;  // per rank
   int64_t grad_numel = 0;    // per rank, trainable shards only
   State state = State::sharded;

@@ -95,7 +95,7 @@ Tensor FullyShardedModel::forward(const std::function<Tensor()>& run) {
   // Root pre-forward: the root unit and every unit no wrapper drives (all started before any is awaited).
   std::vector<size_t> eager;
   for (size_t u = 0; u < units_.size(); ++u)
-    if (!units_[u].wrapped && !units_[u].params.empty()) eager.push_back(u);
+    if (!units_[u].wrapped && !units_[u].intercepted && !units_[u].params.empty()) eager.push_back(u);
   for (size_t u : eager)
     if (units_[u].state == Unit::State::sharded) start_gather(units_[u], Phase::forward);
   for (size_t u : eager) {
@@ -123,6 +123,8 @@ Tensor FullyShardedModel::forward(const std::function<Tensor()>& run) {
   // is done: below the first trainable layer, or only feeding tensors that need no grad.
   for (size_t u : eager) {
     Unit& unit = units_[u];
+    // A hooked unit on its first forward: gathered up front, then run_unit took it over.
+    if (std::find(forward_order_.begin(), forward_order_.end(), u) != forward_order_.end()) continue;
     if (unit.trainable_params > 0) {
       unit.backward_pending = true;
       continue;
@@ -139,8 +141,12 @@ Tensor FullyShardedModel::forward(const std::function<Tensor()>& run) {
 
 Tensor FullyShardedModel::run_unit(const std::string& unit_name, const Tensor& x,
                                    const std::function<Tensor(const Tensor&)>& fn) {
-  const size_t u = unit_index(unit_name);
+  return run_unit_at(unit_index(unit_name), x, fn);
+}
+
+Tensor FullyShardedModel::run_unit_at(size_t u, const Tensor& x, const std::function<Tensor(const Tensor&)>& fn) {
   Unit& unit = units_[u];
+  const std::string& unit_name = unit.name;
   DCAE_CHECK(in_forward_, "FSDP: unit '", unit_name,
              "' ran outside FullyShardedModel::forward(); its parameters are not gathered there");
   DCAE_CHECK(std::find(forward_order_.begin(), forward_order_.end(), u) == forward_order_.end(), "FSDP: unit '",
@@ -214,7 +220,7 @@ void FullyShardedModel::on_input_grad(size_t u) {
 void FullyShardedModel::maybe_reshard_after_backward(Unit& unit) {
   if (!unit.backward_pending || unit.input_grad_pending) return;
   if (unit.trainable_params > 0 && !unit.reduced) return;
-  if (!unit.wrapped && !unit.all_trainable) return;
+  if (!unit.wrapped && !unit.intercepted && !unit.all_trainable) return;
   unit.backward_pending = false;
   reshard(unit);
 }

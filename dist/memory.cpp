@@ -25,6 +25,7 @@ nlohmann::json MemoryStats::to_json() const {
           {"gathered_parameters", gathered_parameters},
           {"gradients", gradients},
           {"optimizer_state", optimizer_state},
+          {"activations", activations},
           {"communication_buffers", communication_buffers},
           {"communication_peak", communication_peak},
           {"total", total()}};
@@ -32,7 +33,7 @@ nlohmann::json MemoryStats::to_json() const {
 
 std::string MemoryStats::str() const {
   return "params " + format_bytes(parameters) + ", gathered " + format_bytes(gathered_parameters) + ", grads " +
-         format_bytes(gradients) + ", optim " + format_bytes(optimizer_state) + ", comm " +
+         format_bytes(gradients) + ", optim " + format_bytes(optimizer_state) + ", activations " + format_bytes(activations) + ", comm " +
          format_bytes(communication_buffers) + " (peak " + format_bytes(communication_peak) + ")";
 }
 

@@ -11,6 +11,12 @@
 
 namespace dcae::nn {
 
+void Layer::set_forward_interceptor(ForwardInterceptor interceptor) {
+  DCAE_CHECK(!interceptor || !interceptor_,
+             "this layer already has a forward interceptor (is the model wrapped twice, e.g. by two FSDP instances?)");
+  interceptor_ = std::move(interceptor);
+}
+
 Activation activation_from_name(const std::string& name) {
   if (name == "relu") return Activation::relu;
   if (name == "silu" || name == "swish") return Activation::silu;
@@ -100,7 +106,7 @@ void Sequential::append(std::shared_ptr<Layer> layer) {
 
 Tensor Sequential::forward(const Tensor& x) {
   Tensor h = x;
-  for (auto& layer : layers_) h = layer->forward(h);
+  for (auto& layer : layers_) h = (*layer)(h);  // through the children's forward hooks
   return h;
 }
 

@@ -1,5 +1,6 @@
 // Basic layers over NHWC activations. Parameter names and shapes follow PyTorch, so checkpoints map directly.
 #pragma once
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -9,11 +10,26 @@
 
 namespace dcae::nn {
 
-// A module with one tensor in and one out.
+// Runs in place of a layer's forward when the layer is called through operator(): receives the input and the
+// layer's own forward, and returns the output. FSDP installs one on each unit's module to gather its parameters
+// before the forward, free them after it and hook its backward.
+using ForwardInterceptor = std::function<Tensor(const Tensor& x, const std::function<Tensor(const Tensor&)>& forward)>;
+
+// A module with one tensor in and one out. Containers and models call their children through operator(), the
+// hook point for a forward interceptor; forward() itself never intercepts.
 class Layer : public Module {
  public:
   virtual Tensor forward(const Tensor& x) = 0;
-  Tensor operator()(const Tensor& x) { return forward(x); }
+  Tensor operator()(const Tensor& x) {
+    if (!interceptor_) return forward(x);
+    return interceptor_(x, [this](const Tensor& in) { return forward(in); });
+  }
+  // At most one interceptor per layer: installing a second is an error; an empty function removes it.
+  void set_forward_interceptor(ForwardInterceptor interceptor);
+  bool has_forward_interceptor() const { return static_cast<bool>(interceptor_); }
+
+ private:
+  ForwardInterceptor interceptor_;
 };
 
 enum class Activation { identity, relu, silu, gelu_tanh };

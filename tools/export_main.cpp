@@ -1,13 +1,16 @@
 // dcae-export: writes a DC-AE as a diffusers AutoencoderDC folder (config.json + diffusion_pytorch_model.safetensors,
 // loadable by AutoencoderDC.from_pretrained) or as one plain safetensors file. The weights come from a fresh
 // initialisation (--init random --seed S) or from a checkpoint (ours, or the original efficientvit naming, which is
-// detected by its key names).
+// detected by its key names), including the checkpoint folders dcae-trainer writes (sharded ones are consolidated).
 #include <glog/logging.h>
 
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <memory>
 #include <sstream>
 
+#include "dist/sharded_checkpoint.h"
 #include "nn/io/diffusers.h"
 #include "nn/io/efficientvit.h"
 #include "tools/common/cli.h"
@@ -57,6 +60,30 @@ DType output_dtype(const std::string& name) {
   DCAE_FAIL("--dtype must be f32, bf16 or f16, got '", name, "'");
 }
 
+// A sharded checkpoint folder (dcae-trainer with dist.strategy = "fsdp", any number of ranks): its "model.*"
+// tensors reassembled from every rank's rows.
+std::unique_ptr<AutoencoderDC> consolidated_model(const po::variables_map& vm, const std::string& dir) {
+  DcaeConfig config;
+  std::string described;
+  config_from_options(vm, true, config, described);
+  const dist::ShardedManifest manifest = dist::read_sharded_manifest(dir);  // no COMPLETE / bad manifest: error
+  nn::CheckpointIndex index;
+  auto tensors = std::make_shared<std::map<std::string, Tensor>>();
+  for (auto& [name, full] : dist::consolidate_sharded_checkpoint(dir)) {
+    if (name.rfind("model.", 0) != 0) continue;  // optimizer slots and EMA shadows
+    const std::string model_name = name.substr(6);
+    (*tensors)[model_name] = full;
+    index[model_name] = {full.shape(), full.dtype(), [tensors, model_name] { return tensors->at(model_name); }};
+  }
+  DCAE_CHECK(!index.empty(), "sharded checkpoint '", dir, "' holds no model.* tensors");
+  nn::InitOptions init;
+  init.random_init = false;
+  auto model = std::make_unique<AutoencoderDC>(config, init);
+  nn::load_state(*model, index, dir);
+  LOG(INFO) << "consolidated " << dir << " (written by " << manifest.world_size << " rank(s)) into " << described;
+  return model;
+}
+
 std::unique_ptr<AutoencoderDC> build_model(const po::variables_map& vm) {
   const bool random = vm.count("init") != 0, from_checkpoint = vm.count("checkpoint") != 0;
   DCAE_CHECK(random != from_checkpoint, "give exactly one weight source: --init random or --checkpoint FILE");
@@ -72,7 +99,12 @@ std::unique_ptr<AutoencoderDC> build_model(const po::variables_map& vm) {
     LOG(INFO) << "initialising " << described << " randomly (seed " << vm["seed"].as<uint64_t>() << ")";
     return std::make_unique<AutoencoderDC>(config, init);
   }
-  const std::string path = vm["checkpoint"].as<std::string>();
+  std::string path = vm["checkpoint"].as<std::string>();
+  if (std::filesystem::is_directory(path)) {
+    if (std::filesystem::exists(std::filesystem::path(path) / "manifest.json")) return consolidated_model(vm, path);
+    // A training checkpoint folder (dcae-trainer, dist.strategy = "ddp"): its model file.
+    path = (std::filesystem::path(path) / "model.safetensors").string();
+  }
   DCAE_CHECK(std::filesystem::is_regular_file(path), "checkpoint '", path, "' does not exist");
   nn::SafetensorsFile file(path);
   const bool original = nn::is_efficientvit_checkpoint(file);
@@ -118,7 +150,9 @@ int main(int argc, char** argv) {
       "config", po::value<std::string>(), "architecture from a diffusers config.json instead of --model")(
       "init", po::value<std::string>(), "'random': a fresh PyTorch-style initialisation")(
       "seed", po::value<uint64_t>()->default_value(0), "seed for --init random")(
-      "checkpoint", po::value<std::string>(), "weights from a .safetensors file (ours or original efficientvit names)")(
+      "checkpoint", po::value<std::string>(),
+      "weights from a .safetensors file (ours or original efficientvit names), a dcae-trainer checkpoint folder, or "
+      "a sharded (fsdp) checkpoint folder, which is consolidated")(
       "out", po::value<std::string>()->required(), "output folder (diffusers) or .safetensors file (safetensors)")(
       "format", po::value<std::string>()->default_value("diffusers"), "diffusers | safetensors")(
       "dtype", po::value<std::string>()->default_value("f32"), "stored float type: f32 | bf16 | f16")(
@@ -128,6 +162,6 @@ int main(int argc, char** argv) {
       argc, argv,
       "dcae-export: writes a DC-AE as a diffusers AutoencoderDC folder or a plain safetensors file.\n"
       "  dcae-export --model dc-ae-f32c32-in-1.0 --init random --seed 0 --out DIR\n"
-      "  dcae-export --checkpoint FILE.safetensors --model NAME|--config config.json --out DIR [--dtype bf16]",
+      "  dcae-export --checkpoint FILE.safetensors|CHECKPOINT_DIR --model NAME|--config config.json --out DIR [--dtype bf16]",
       options, run);
 }

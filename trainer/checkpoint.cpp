@@ -273,7 +273,9 @@ std::vector<std::string> prune_checkpoints(const std::string& dir, int64_t keep_
     const std::string name = entry.path().filename().string();
     const int64_t step = step_of(name);
     const bool stale_incomplete = step >= 0 && step < newest && !is_complete_checkpoint(entry.path().string());
-    const bool leftover = step_of(name, kTempPrefix) >= 0 || step_of(name, kOldPrefix) >= 0;
+    // Leftovers of interrupted saves: ours, and a sharded save's step_XXXXXXXX.partial (dist/sharded_checkpoint).
+    const bool partial = name.ends_with(".partial") && step_of(name.substr(0, name.size() - 8)) >= 0;
+    const bool leftover = step_of(name, kTempPrefix) >= 0 || step_of(name, kOldPrefix) >= 0 || partial;
     if (entry.is_directory() && (stale_incomplete || leftover)) remove(entry.path());
   }
   return deleted;

@@ -6,7 +6,9 @@
 //   COMPLETE                  written last
 // The folder is written under a temporary name, every file fsync'ed, renamed into place, and only then marked
 // COMPLETE, so a crash at any point leaves either the previous checkpoints or an unmarked folder that resume skips.
-// Only one process (rank 0) writes; sharded checkpoints come with the distributed layer.
+// Only one process (rank 0) writes; sharded checkpoints (dist.strategy = "fsdp") are written by every rank through
+// dist/sharded_checkpoint.h into the same step_XXXXXXXX folders (trainer/dcae_job_fsdp.cpp), so the functions below
+// (complete_checkpoints, prune, resolve_resume) cover both kinds.
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -70,8 +72,9 @@ bool is_complete_checkpoint(const std::string& folder);
 std::vector<std::string> complete_checkpoints(const std::string& dir);
 // The newest complete checkpoint in `dir`; incomplete folders (no COMPLETE marker) are ignored.
 std::optional<std::string> latest_complete(const std::string& dir);
-// Deletes all but the newest `keep_last` complete checkpoints, plus incomplete folders older than the newest
-// complete one and leftovers of interrupted saves. keep_last 0 keeps everything. Returns the deleted folders.
+// Deletes all but the newest `keep_last` complete checkpoints (sharded ones too), plus incomplete folders older than
+// the newest complete one and leftovers of interrupted saves (ours and sharded `.partial` folders). keep_last 0
+// keeps everything. Returns the deleted folders.
 std::vector<std::string> prune_checkpoints(const std::string& dir, int64_t keep_last);
 // checkpoint.resume: "none" -> nothing; "auto" -> latest_complete(dir) (nothing when there is none); otherwise a
 // folder that must be a complete checkpoint.

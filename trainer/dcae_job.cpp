@@ -10,6 +10,7 @@
 
 #include "dist/bootstrap.h"
 #include "dist/data_parallel.h"
+#include "dist/fsdp.h"
 #include "trainer/cpu_float_mode.h"
 #include "trainer/gan_loss.h"
 #include "trainer/plugin.h"
@@ -64,6 +65,7 @@ DcaeJob::DcaeJob(Recipe recipe, JobOptions options) : recipe_(std::move(recipe))
   const std::string device_text = r.get<std::string>("train.device");
   if (device_.is_cuda() && (device_text == "cuda" || device_text == "auto")) device_ = Device::cuda(options_.local_rank);
   dtype_ = dtype_of_precision(r.get<std::string>("train.precision"));
+  use_fsdp_ = r.get<std::string>("dist.strategy") == "fsdp";
   total_steps_ = r.get<int64_t>("train.steps");
   grad_accum_ = r.get<int64_t>("train.grad_accum");
   batch_size_ = r.get<int64_t>("data.batch_size");
@@ -91,7 +93,8 @@ DcaeJob::DcaeJob(Recipe recipe, JobOptions options) : recipe_(std::move(recipe))
     LOG(INFO) << "model weights from " << file;
   }
   model_.module->train_only(r.get<std::vector<std::string>>("train.trainable"));
-  model_.module->to(dtype_);
+  // FSDP keeps fp32 parameters: its trainable shards are the masters, gathered in dtype_ for compute.
+  if (!use_fsdp_) model_.module->to(dtype_);
   model_.module->to(device_);
   model_.module->train();
   LOG(INFO) << "model " << model_.summary << "; trainable " << model_.module->num_parameters(true) << " ("
@@ -112,11 +115,13 @@ DcaeJob::DcaeJob(Recipe recipe, JobOptions options) : recipe_(std::move(recipe))
 
   build_losses();
   setup_data_parallel();  // rank 0's weights on every rank before the optimizer and EMA copy them
-  optim_ = make_optimizer(model_.module->named_parameters(), optimizer_config(r, "optim"));
+  // Under fsdp the optimizer and the EMA hold this rank's trainable shards (fp32, their own masters).
+  optim_ = make_optimizer(fsdp_ ? fsdp_->trainable_shards() : model_.module->named_parameters(),
+                          optimizer_config(r, "optim"));
   schedule_ = make_schedule(schedule_config(r, "schedule", total_steps_));
   if (r.get<double>("train.ema_decay") > 0.0) {
     std::vector<nn::NamedTensor> trainable;
-    for (const auto& [name, t] : model_.module->named_parameters())
+    for (const auto& [name, t] : fsdp_ ? fsdp_->trainable_shards() : model_.module->named_parameters())
       if (t.requires_grad()) trainable.emplace_back(name, t);
     ema_ = std::make_unique<Ema>(trainable, r.get<double>("train.ema_decay"), r.get<bool>("train.ema_warmup"));
   }
@@ -143,6 +148,8 @@ DcaeJob::DcaeJob(Recipe recipe, JobOptions options) : recipe_(std::move(recipe))
   progress.total_steps = total_steps_;
   progress.rank = options_.rank;
   progress.all_ranks = r.get<bool>("log.all_ranks");
+  if (device_.is_cuda())  // the GPU's peak, not the host's
+    progress.peak_memory = [device = device_] { return static_cast<size_t>(device_peak_bytes(device)); };
   progress_ = std::make_unique<ProgressMeter>(progress);
 }
 
@@ -210,7 +217,17 @@ void DcaeJob::resume() {
   const std::optional<std::string> folder =
       resolve_resume(recipe_.get<std::string>("checkpoint.resume"), checkpoint_dir_);
   if (!folder) return;
-  const TrainerState state = load_checkpoint(*folder, checkpoint_items());
+  if (fsdp_) {
+    resume_sharded(*folder);
+    return;
+  }
+  DCAE_CHECK(!fs::exists(fs::path(*folder) / "manifest.json"), "checkpoint '", *folder,
+             "' is sharded (written with dist.strategy = \"fsdp\"); resume it with fsdp on any number of ranks, ",
+             "or consolidate it with dcae-export --checkpoint");
+  restore_trainer_state(load_checkpoint(*folder, checkpoint_items()), *folder);
+}
+
+void DcaeJob::restore_trainer_state(const TrainerState& state, const std::string& folder) {
   step_ = state.step;
   source_->restore(state.data_position);
   if (state.rng.count("default")) restore_rng(default_generator(), state.rng.at("default"));
@@ -221,14 +238,13 @@ void DcaeJob::resume() {
   if (!state.schedule.is_null() && state.schedule != schedule_->to_json())
     LOG(WARNING) << "resuming with a different schedule than the checkpoint's: " << state.schedule.dump() << " -> "
                  << schedule_->to_json().dump();
-  resumed_from_ = *folder;
+  resumed_from_ = folder;
   last_checkpoint_step_ = step_;
   last_eval_step_ = step_;  // a finished run invoked again adds no duplicate final evaluation
-  LOG(INFO) << "resumed from " << *folder << " at step " << step_;
+  LOG(INFO) << "resumed from " << folder << " at step " << step_;
 }
 
-std::string DcaeJob::save() {
-  if (options_.rank != 0) return "";
+TrainerState DcaeJob::trainer_state() const {
   TrainerState state;
   state.step = step_;
   state.rng["default"] = capture_rng(default_generator());
@@ -236,7 +252,13 @@ std::string DcaeJob::save() {
   state.schedule = schedule_->to_json();
   state.extra["nonfinite"] = {{"in_a_row", nonfinite_->in_a_row()}, {"total", nonfinite_->total_skipped()}};
   if (scaler_) state.extra["loss_scaler"] = scaler_->state();
-  const std::string folder = save_checkpoint(checkpoint_dir_, checkpoint_items(), state);
+  return state;
+}
+
+std::string DcaeJob::save() {
+  if (fsdp_) return save_sharded();  // collective: every rank writes its rows
+  if (options_.rank != 0) return "";
+  const std::string folder = save_checkpoint(checkpoint_dir_, checkpoint_items(), trainer_state());
   prune_checkpoints(checkpoint_dir_, recipe_.get<int64_t>("checkpoint.keep_last"));
   last_checkpoint_step_ = step_;
   return folder;

@@ -4,7 +4,8 @@
 //              train.trainable globs -> Module::train_only (frozen parameters: no gradient, no optimizer state and,
 //              through autograd pruning, no saved activations below the first trainable layer)
 //   precision  fp32, or bf16/fp16 *weights* (the model is cast once; every op then computes in that dtype) with
-//              fp32 master weights in the optimizer; fp16 adds dynamic loss scaling. Pixel losses are taken in f32.
+//              fp32 master weights in the optimizer (under fsdp the model stays fp32 and its units are gathered
+//              in the precision's dtype); fp16 adds dynamic loss scaling. Pixel losses are taken in f32.
 //   losses     loss.l1 / mse / lpips / gan weights and [loss.terms] name = weight for any registered term
 //   data       registries().datasets[data.source]; held-out images for evaluation
 //   loop       gradient accumulation, one gradient-sync point, clipping, non-finite skip/stop, AdamW + schedule,
@@ -15,18 +16,26 @@
 //              in dist::DataParallel (gradients averaged over ranks at the last micro-step), every rank reads its
 //              share of each global batch, logged losses are averaged over ranks, rank 0 writes metrics, grids and
 //              checkpoints, every rank loads them on resume; loss terms with networks of their own (the GAN's
-//              discriminator) keep them identical over ranks (LossTerm::distribute). "fsdp" is not wired here yet
-//              (an error says so).
+//              discriminator) keep them identical over ranks (LossTerm::distribute).
+//   fsdp       dist.strategy = "fsdp" (any world size, 1 included; dcae_job_fsdp.cpp): dist::FullyShardedModel
+//              over the dist.fsdp.units (DC-AE stages by default), gathered in the precision's dtype; optimizer and
+//              EMA on the fp32 trainable shards, clipping with the global shard norm, evaluation through the
+//              sharded forward, sharded checkpoints (every rank writes its rows + manifest + COMPLETE) that resume
+//              on any number of ranks. The GAN is refused under fsdp.
+//   memory     every strategy reports per-rank bytes by category (parameters, gradients, optimizer state,
+//              activations, communication buffers) in a line after the progress line and as "memory" in metrics.
 //   preemption SIGUSR1 (trainer/preemption.h): every rank stops after the same step with a checkpoint of it.
 //
 // Run folder (log.dir, or --out): recipe.toml, metrics.jsonl, grids/step_XXXXXXXX.png, checkpoints/.
 #pragma once
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "dist/memory.h"
 #include "trainer/checkpoint.h"
 #include "trainer/data_sources.h"
 #include "trainer/ema.h"
@@ -41,6 +50,7 @@
 namespace dcae::dist {
 class Communicator;
 class DataParallel;
+class FullyShardedModel;
 }  // namespace dcae::dist
 
 namespace dcae::trainer {
@@ -58,6 +68,11 @@ RecipeSchema& job_schema();
 Recipe load_job_recipe(const std::string& path, const std::vector<std::string>& overrides = {});
 // "auto" -> cuda when available, else cpu; "cuda" without a GPU build is an error.
 Device resolve_device(const std::string& text);
+// Bytes of tensor memory in use on `device` now (host allocator, or the CUDA caching allocator's blocks).
+int64_t device_bytes_in_use(Device device);
+// The most bytes in use on `device` since start-up or the last reset_device_peak (each training step starts one).
+int64_t device_peak_bytes(Device device);
+void reset_device_peak(Device device);
 
 struct EvalResult {
   int64_t step = 0;
@@ -103,6 +118,11 @@ class DcaeJob {
   nn::Module& model() { return *model_.module; }
   const TrainModel& train_model() const { return model_; }
   Optimizer& optimizer() { return *optim_; }
+  // The sharded model under dist.strategy = "fsdp" (null otherwise).
+  dist::FullyShardedModel* fsdp() { return fsdp_.get(); }
+  // Per-rank bytes by category now; activations are those the last step's first forward kept for its backward.
+  // The metrics' "memory" is this at the end of each step, before its gradients are dropped.
+  dist::MemoryStats memory_by_category() const;
   LossTerm* loss_term(const std::string& name);  // nullptr when the recipe does not use it
   const std::string& run_dir() const { return run_dir_; }
   const std::string& checkpoint_dir() const { return checkpoint_dir_; }
@@ -119,10 +139,24 @@ class DcaeJob {
   };
   void build_losses();
   void resume();
+  // Step, data position, RNG and counters from a checkpoint's trainer state (both checkpoint kinds).
+  void restore_trainer_state(const TrainerState& state, const std::string& folder);
+  TrainerState trainer_state() const;
   CheckpointItems checkpoint_items();
   // Data parallelism over options_.world_size ranks (dcae_job_dist.cpp): the communicator and the DDP wrapper,
-  // made after freezing and before the optimizer copies its fp32 masters; nothing on one rank.
+  // made after freezing and before the optimizer copies its fp32 masters; nothing on one rank. Under fsdp it
+  // shards the model instead (setup_fsdp), on one rank too.
   void setup_data_parallel();
+  // The world communicator for this job's device (MPI, or NCCL for CUDA), after checking the launcher agrees.
+  std::shared_ptr<dist::Communicator> make_world_communicator();
+  // dcae_job_fsdp.cpp: sharding, clipping over shards, sharded checkpoints, memory accounting.
+  void setup_fsdp();
+  GradNorm clip_sharded_gradients();
+  std::string save_sharded();
+  void resume_sharded(const std::string& folder);
+  int64_t optimizer_state_bytes() const;
+  // The model's forward under FSDP (gathers per unit, frees what no backward needs), or `run` itself.
+  Tensor run_model(const std::function<Tensor()>& run);
   // Data-parallel training all-reduces the gradients here, once per optimizer step (a no-op on one rank).
   void sync_gradients();
   // The step's logged losses, averaged over ranks in place (a no-op on one rank).
@@ -144,6 +178,10 @@ class DcaeJob {
   TrainModel model_;
   std::shared_ptr<dist::Communicator> comm_;  // set when world_size > 1
   std::unique_ptr<dist::DataParallel> ddp_;
+  bool use_fsdp_ = false;  // dist.strategy = "fsdp"
+  std::unique_ptr<dist::FullyShardedModel> fsdp_;
+  int64_t activation_bytes_ = 0;  // measured at the last step's first forward
+  dist::MemoryStats step_memory_;  // at the end of the last step, before its gradients were dropped
   std::unique_ptr<ImageSource> source_;
   Tensor eval_images_;
   std::vector<Term> terms_;

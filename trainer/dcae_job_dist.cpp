@@ -7,11 +7,13 @@
 #include <filesystem>
 #include <fstream>
 #include <iomanip>
+#include <map>
 #include <sstream>
 
 #include "core/autograd/grad_mode.h"
 #include "dist/bootstrap.h"
 #include "dist/data_parallel.h"
+#include "dist/fsdp.h"
 #include "trainer/dcae_job.h"
 #ifdef DCAE_WITH_NCCL
 #include "dist/cuda/nccl_communicator.h"
@@ -22,25 +24,23 @@ namespace dcae::trainer {
 namespace fs = std::filesystem;
 
 void DcaeJob::setup_data_parallel() {
-  if (options_.world_size <= 1) return;
   const std::string strategy = recipe_.get<std::string>("dist.strategy");
-  DCAE_CHECK(strategy != "fsdp", "dist.strategy = \"fsdp\" (", recipe_.origin("dist.strategy"), ") on ",
-             options_.world_size, " ranks: fsdp in dcae-trainer is not wired yet; use dist.strategy = \"ddp\"");
-  DCAE_CHECK(strategy == "ddp", "dist.strategy = \"", strategy, "\": expected \"ddp\"");
-  DCAE_CHECK(dist::initialized(), "JobOptions world_size = ", options_.world_size,
-             " but the distributed runtime is not started (dist::init)");
-  DCAE_CHECK(dist::context().world_size == options_.world_size && dist::context().rank == options_.rank,
-             "JobOptions rank ", options_.rank, " of ", options_.world_size, " disagree with the launcher's rank ",
-             dist::context().rank, " of ", dist::context().world_size);
-  comm_ = dist::world();
-#ifdef DCAE_WITH_NCCL
-  if (device_.is_cuda()) comm_ = std::make_shared<dist::NcclCommunicator>(*dist::world(), device_.index);
-#endif
-  DCAE_CHECK(comm_->supports(device_), "dist: the ", comm_->backend(), " communicator cannot reduce tensors on ",
-             device_.str(), " (a CUDA job needs a build with NCCL)");
+  // A critic (the GAN discriminator) has its own parameters and optimizer, updated outside the model's backward.
+  // Under DDP each term keeps its own replicas identical (LossTerm::distribute, gan_loss.h) or refuses; FSDP does
+  // not shard a critic (the recipe schema refuses loss.gan with fsdp; this catches plugin terms).
+  if (use_fsdp_)
+    for (const Term& t : terms_)
+      DCAE_CHECK(!t.term->adversarial(), "loss '", t.name, "' trains a critic of its own, which dcae-trainer does not ",
+                 "shard (dist.strategy = \"fsdp\"); run it with dist.strategy = \"ddp\" (world size is ",
+                 options_.world_size, ")");
+  if (use_fsdp_) {
+    setup_fsdp();
+    return;
+  }
+  if (options_.world_size <= 1) return;
+  DCAE_CHECK(strategy == "ddp", "dist.strategy = \"", strategy, "\": expected \"ddp\" or \"fsdp\"");
+  comm_ = make_world_communicator();
   ddp_ = std::make_unique<dist::DataParallel>(*model_.module, comm_);  // frozen parameters are left out
-  // A critic (the GAN discriminator) has its own parameters and optimizer, updated outside the model's backward:
-  // each term keeps its own replicas identical (gan_loss.h), or refuses.
   for (Term& t : terms_) {
     try {
       t.term->distribute(comm_);
@@ -51,6 +51,21 @@ void DcaeJob::setup_data_parallel() {
   LOG(INFO) << "data parallel over " << options_.world_size << " ranks (" << comm_->backend() << "): "
             << ddp_->bucket_layout().size() << " gradient buckets; global batch "
             << batch_size_ * grad_accum_ * options_.world_size;
+}
+
+std::shared_ptr<dist::Communicator> DcaeJob::make_world_communicator() {
+  DCAE_CHECK(dist::initialized(), "JobOptions world_size = ", options_.world_size,
+             " but the distributed runtime is not started (dist::init)");
+  DCAE_CHECK(dist::context().world_size == options_.world_size && dist::context().rank == options_.rank,
+             "JobOptions rank ", options_.rank, " of ", options_.world_size, " disagree with the launcher's rank ",
+             dist::context().rank, " of ", dist::context().world_size);
+  std::shared_ptr<dist::Communicator> comm = dist::world();
+#ifdef DCAE_WITH_NCCL
+  if (device_.is_cuda()) comm = std::make_shared<dist::NcclCommunicator>(*dist::world(), device_.index);
+#endif
+  DCAE_CHECK(comm->supports(device_), "dist: the ", comm->backend(), " communicator cannot reduce tensors on ",
+             device_.str(), " (a CUDA job needs a build with NCCL)");
+  return comm;
 }
 
 void DcaeJob::sync_gradients() {
@@ -88,12 +103,17 @@ void DcaeJob::write_parameter_digest() {
   const char* flag = std::getenv("DCAE_PARAM_DIGEST");
   if (flag == nullptr || std::strcmp(flag, "1") != 0) return;
   // FNV-1a over the bytes of every parameter and buffer in state() order: equal digests mean identical replicas.
-  // One line for the model, then one per network a loss term trains ("disc <hex>" with the GAN).
+  // One line for the model, then one per network a loss term trains ("disc <hex>" with the GAN). Under fsdp the
+  // model's tensors are empty between steps: the gathered parameters stand in (collective).
+  std::map<std::string, Tensor> gathered;
+  if (fsdp_)
+    for (auto& [name, full] : fsdp_->gather_full_parameters()) gathered[name] = full;
   std::ostringstream lines;
   for (const auto& [module_name, module] : checkpoint_items().modules) {
     uint64_t hash = 1469598103934665603ull;
     for (const auto& [name, t] : module->state()) {
-      const Tensor host = t.to(Device::cpu()).contiguous();
+      auto it = module_name == "model" ? gathered.find(name) : gathered.end();
+      const Tensor host = (it != gathered.end() ? it->second : t).to(Device::cpu()).contiguous();
       const auto* bytes = static_cast<const unsigned char*>(host.raw_data());
       for (size_t i = 0; i < host.nbytes(); ++i) hash = (hash ^ bytes[i]) * 1099511628211ull;
     }

@@ -91,6 +91,7 @@ double DcaeJob::backward_micro_batch(const Tensor& rec, const Tensor& adv, doubl
 StepResult DcaeJob::train_step() {
   const int64_t step = step_;
   StepResult result;
+  reset_device_peak(device_);  // the progress line's peak is this step's (not the first step's, nor an evaluation's)
   optim_->zero_grad();
   // Forward passes move BatchNorm statistics (the model's and the discriminator's); a skipped step restores them,
   // so it leaves no trace, and NaN activations cannot poison the running statistics.
@@ -106,25 +107,39 @@ StepResult DcaeJob::train_step() {
     if (ddp_) ddp_->set_gradient_sync(micro == grad_accum_ - 1);
     Tensor images = source_->next().to(device_);
     if (dtype_ != DType::f32) images = images.to(dtype_);
-    const Tensor recon = model_.decode(model_.encode(images));
+    Tensor recon;
     Tensor rec, adv;  // weighted reconstruction terms; weighted adversarial terms (before the adaptive weight)
     double micro_loss = 0.0, adv_value = 0.0;
-    for (Term& t : terms_) {
-      if (!t.term->active(step)) continue;
-      const Tensor value = t.term->compute(recon, images, step);
-      const double v = value.item<double>();
-      add_term(result.losses, t.name, share * v);
-      const Tensor weighted = ops::mul(value, t.weight);
-      if (t.term->adversarial()) {
-        adv = sum_defined(adv, weighted);
-        adv_value += t.weight * v;
-      } else {
-        rec = sum_defined(rec, weighted);
-        micro_loss += t.weight * v;
+    const dist::MemoryStats held_before = micro == 0 ? memory_by_category() : dist::MemoryStats{};
+    const int64_t in_use_before = micro == 0 ? device_bytes_in_use(device_) : 0;
+    run_model([&] {
+      recon = model_.decode(model_.encode(images));
+      for (Term& t : terms_) {
+        if (!t.term->active(step)) continue;
+        const Tensor value = t.term->compute(recon, images, step);
+        const double v = value.item<double>();
+        add_term(result.losses, t.name, share * v);
+        const Tensor weighted = ops::mul(value, t.weight);
+        if (t.term->adversarial()) {
+          adv = sum_defined(adv, weighted);
+          adv_value += t.weight * v;
+        } else {
+          rec = sum_defined(rec, weighted);
+          micro_loss += t.weight * v;
+        }
       }
+      DCAE_CHECK(rec.defined() || adv.defined(), "step ", step, ": no loss term is active");
+      if (!rec.defined()) rec = ops::mul(adv, 0.0);  // only adversarial terms: keep the adaptive path well-defined
+      return rec;
+    });
+    if (micro == 0) {
+      // What the forward kept for its backward: the growth in use, less parameters it gathered and staging.
+      const dist::MemoryStats held_after = memory_by_category();
+      activation_bytes_ = std::max<int64_t>(
+          0, device_bytes_in_use(device_) - in_use_before -
+                 (held_after.gathered_parameters - held_before.gathered_parameters) -
+                 (held_after.communication_buffers - held_before.communication_buffers));
     }
-    DCAE_CHECK(rec.defined() || adv.defined(), "step ", step, ": no loss term is active");
-    if (!rec.defined()) rec = ops::mul(adv, 0.0);  // only adversarial terms: keep the adaptive path well-defined
     const double gan_weight = backward_micro_batch(rec, adv, share * loss_scale);
     if (adv.defined()) {
       const double w = adaptive_gan_ ? gan_weight : 1.0;
@@ -140,7 +155,8 @@ StepResult DcaeJob::train_step() {
   average_losses_over_ranks(result.losses);
   total_loss = result.losses.front().second;
   if (scaler_) scale_grads(optim_->params(), 1.0 / loss_scale);
-  const GradNorm norm = clip_grad_norm(optim_->params(), clip_);
+  // Under fsdp each rank holds only its shards' gradients: the norm is summed over ranks.
+  const GradNorm norm = fsdp_ ? clip_sharded_gradients() : clip_grad_norm(optim_->params(), clip_);
   result.grad_norm = norm.norm;
   const bool loss_finite = std::isfinite(total_loss);
   if (scaler_ && loss_finite && !norm.finite) {
@@ -164,6 +180,7 @@ StepResult DcaeJob::train_step() {
         for (const auto& [name, value] : t.term->update_critic(critic_batches, step)) add_term(result.losses, name, value);
   }
   broadcast_buffers();
+  step_memory_ = memory_by_category();  // with this step's gradients and optimizer state, before they are dropped
   optim_->zero_grad();
   ++step_;
   log_step(result, grad_accum_ * batch_size_ * options_.world_size);  // the global batch: img/s of the whole job
@@ -187,6 +204,15 @@ void DcaeJob::log_step(const StepResult& result, int64_t images) {
   report->row["skipped_steps"] = nonfinite_->total_skipped();
   if (result.skipped) report->row["skipped"] = true;
   if (scaler_) report->row["loss_scale"] = scaler_->scale();
+  const dist::MemoryStats& memory = step_memory_;
+  report->row["memory"] = memory.to_json();
+  if (logging_rank())
+    LOG(INFO) << "memory (rank " << options_.rank << "): params " << dist::format_bytes(memory.parameters)
+              << ", grads " << dist::format_bytes(memory.gradients) << ", optim "
+              << dist::format_bytes(memory.optimizer_state) << ", activations " << dist::format_bytes(memory.activations)
+              << ", comm " << dist::format_bytes(memory.communication_buffers) << " (peak "
+              << dist::format_bytes(memory.communication_peak) << ")"
+              << (fsdp_ ? ", gathered " + dist::format_bytes(memory.gathered_parameters) : std::string());
   metrics_->write(report->row);
   window_sums_.clear();
   window_counts_.clear();
@@ -209,7 +235,8 @@ EvalResult DcaeJob::evaluate() {
       const int64_t count = std::min(batch, n - begin);
       Tensor images = eval_images_.narrow(0, begin, count).contiguous().to(device_);
       if (dtype_ != DType::f32) images = images.to(dtype_);
-      const Tensor decoded = model_.decode(model_.encode(images));
+      // Under fsdp: gathered unit by unit and freed again (no backward follows a no-grad forward).
+      const Tensor decoded = run_model([&] { return model_.decode(model_.encode(images)); });
       // LPIPS (our VGG16 net, when the recipe trains with it) on the float images; the protocol's AlexNet LPIPS
       // is not available here.
       if (LossTerm* lpips = loss_term("lpips"))

@@ -207,8 +207,18 @@ RecipeSchema dcae_recipe_schema() {
   s.add(key("log.dir", VT::string, "runs/dcae", "run folder: metrics.jsonl, grids, checkpoints"));
   s.add(key("log.all_ranks", VT::boolean, false, "every rank logs (default: rank 0 only)"));
 
-  s.add(one_of(key("dist.strategy", VT::string, "ddp", "data parallelism"), {"ddp", "fsdp"}));
-  s.add(key("dist.units", VT::string_list, json::array(), "FSDP wrap units by module-name glob"));
+  s.add(one_of(key("dist.strategy", VT::string, "ddp",
+                   "ddp: replicated model, gradients all-reduced; fsdp: parameters, gradients and optimizer state "
+                   "sharded over ranks (also on one rank)"),
+               {"ddp", "fsdp"}));
+  s.add(key("dist.fsdp.units", VT::string_list, {"encoder.down_blocks.*", "decoder.up_blocks.*"},
+            "module-name globs of the FSDP units (gathered one at a time; the rest is gathered for the whole step)"));
+  s.add(key("dist.fsdp.reshard_after_forward", VT::boolean, true,
+            "free a unit's gathered parameters after its forward and gather them again for backward"));
+  s.add(key("dist.fsdp.prefetch", VT::boolean, true, "start the next unit's all-gather while the current one computes"));
+  s.add(one_of(key("dist.fsdp.reduce_dtype", VT::string, "fp32",
+                   "dtype gradients are averaged in (bf16 halves the reduce-scatter staging and traffic)"),
+               {"fp32", "bf16"}));
 
   s.add_rule([](const Recipe& r) {
     const std::string source = r.get<std::string>("data.source");
@@ -216,6 +226,11 @@ RecipeSchema dcae_recipe_schema() {
                         (source == "auto" && !r.get<bool>("data.synthetic") && r.get<std::string>("data.folder").empty());
     DCAE_CHECK(!shards || !r.get<std::string>("data.shards").empty(), "recipe ", r.describe_origin(),
                ": data.shards is required unless data.synthetic = true or data.folder is set");
+  });
+  s.add_rule([](const Recipe& r) {
+    DCAE_CHECK(r.get<std::string>("dist.strategy") != "fsdp" || r.get<double>("loss.gan") == 0.0, "recipe ",
+               r.describe_origin(), ": loss.gan = ", r.get<double>("loss.gan"), " (", r.origin("loss.gan"),
+               ") trains a discriminator, which dist.strategy = \"fsdp\" does not shard; use dist.strategy = \"ddp\"");
   });
   s.add_rule([](const Recipe& r) {
     DCAE_CHECK(r.get<double>("loss.lpips") == 0.0 || !r.get<std::string>("loss.lpips_weights").empty(),

@@ -44,9 +44,9 @@ Encoder::Encoder(const DcaeConfig& c, InitOptions init)
 
 Tensor Encoder::forward(const Tensor& images) {
   DCAE_CHECK(images.dim() == 4, "encoder input must be NHWC [N, H, W, C], got ", images.str());
-  Tensor h = conv_in_->forward(images);
-  for (auto& stage : stages_) h = stage->forward(h);
-  Tensor latent = conv_out_->forward(h);
+  Tensor h = (*conv_in_)(images);  // children through operator(): their forward hooks (FSDP units) run
+  for (auto& stage : stages_) h = (*stage)(h);
+  Tensor latent = (*conv_out_)(h);
   return out_shortcut_ ? ops::add(latent, ops::channel_average(h, latent_channels_)) : latent;
 }
 
@@ -79,10 +79,10 @@ Decoder::Decoder(const DcaeConfig& c, InitOptions init) : conv_act_(activation_f
 
 Tensor Decoder::forward(const Tensor& latent) {
   DCAE_CHECK(latent.dim() == 4, "decoder input must be an NHWC latent [N, h, w, L], got ", latent.str());
-  Tensor h = conv_in_->forward(latent);
+  Tensor h = (*conv_in_)(latent);
   if (in_shortcut_) h = ops::add(h, ops::channel_repeat_interleave(latent, first_width_));
-  for (auto it = stages_.rbegin(); it != stages_.rend(); ++it) h = (*it)->forward(h);
-  return conv_out_->forward(activate(conv_act_, norm_out_->forward(h)));
+  for (auto it = stages_.rbegin(); it != stages_.rend(); ++it) h = (**it)(h);
+  return (*conv_out_)(activate(conv_act_, (*norm_out_)(h)));
 }
 
 AutoencoderDC::AutoencoderDC(const DcaeConfig& config, InitOptions init) : config_(config) {
@@ -97,13 +97,13 @@ Tensor AutoencoderDC::encode(const Tensor& images) {
                  images.size(2) % f == 0,
              "encode needs NHWC images [N, H, W, ", config_.in_channels, "] with H and W multiples of ", f, ", got ",
              images.str());
-  return encoder_->forward(images);
+  return (*encoder_)(images);
 }
 
 Tensor AutoencoderDC::decode(const Tensor& latent) {
   DCAE_CHECK(latent.dim() == 4 && latent.size(3) == config_.latent_channels, "decode needs NHWC latents [N, h, w, ",
              config_.latent_channels, "], got ", latent.str());
-  return decoder_->forward(latent);
+  return (*decoder_)(latent);
 }
 
 }  // namespace dcae::nn::dcae_model

@@ -1,41 +1,26 @@
 // dcae-trainer data parallel, end to end: `mpirun -np 2 dcae-trainer` on the tiny phase-1 recipe (synthetic
 // images) against one process on the same global batch, replicas that stay identical (parameters and BatchNorm
-// statistics), rank-0-only outputs, resume on two ranks, and the fsdp refusal. Skipped without MPI.
+// statistics), rank-0-only outputs and resume on two ranks. Skipped without MPI. FSDP runs are in
+// trainer_fsdp_test.cpp, the GAN on several ranks in trainer_gan_ddp_test.cpp.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
 #include <cmath>
 #include <cstdio>
-#include <cstdlib>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 
-#include "nn/io/safetensors.h"
-#include "tests/trainer/job_testing.h"
+#include "tests/trainer/trainer_mpi_testing.h"
 
 namespace dcae::trainer {
 namespace {
 
 namespace fs = std::filesystem;
+using testing::RankRun;
+using testing::read_text;
+using testing::run_trainer;
 using testing::ScratchDir;
-
-std::string trainer_binary() {
-  if (const char* dir = std::getenv("DCAE_BIN")) return std::string(dir) + "/dcae-trainer";
-  return DCAE_TRAINER_BIN;
-}
-
-std::string read_text(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
-
-struct RankRun {
-  int code = -1;
-  std::string output;
-};
+using testing::train_rows;
+using testing::worst_ratio;
 
 // The tiny phase-1 recipe on synthetic 32^2 images: 3 steps of 2 micro-batches, a checkpoint every 2 steps.
 std::string common_args(const std::string& out_dir) {
@@ -45,44 +30,6 @@ std::string common_args(const std::string& out_dir) {
           "--set train.steps=3 --set train.grad_accum=2 --set schedule.warmup_steps=1 --set eval.every=2 "
           "--set eval.images=2 --set checkpoint.every=2 --set checkpoint.keep_last=3 --set log.every=1 ";
   return args.str();
-}
-
-// dcae-trainer on `ranks` processes (mpirun for more than one) with DCAE_PARAM_DIGEST on.
-RankRun run_trainer(const ScratchDir& dir, int ranks, const std::string& args) {
-  const std::string log = dir.file("trainer_" + std::to_string(ranks) + ".log");
-  std::ostringstream command;
-  command << "env OMP_NUM_THREADS=1 DCAE_PARAM_DIGEST=1 DCAE_DIST_TIMEOUT_S=60 ";
-  if (ranks > 1) {
-#ifdef DCAE_MPIEXEC
-    command << "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_mpi_yield_when_idle=1 '"
-            << DCAE_MPIEXEC << "' --oversubscribe -np " << ranks << " ";
-#endif
-  }
-  command << "'" << trainer_binary() << "' " << args << " > '" << log << "' 2>&1";
-  const int status = std::system(command.str().c_str());
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, read_text(log)};
-}
-
-std::vector<nlohmann::json> train_rows(const std::string& path) {
-  std::vector<nlohmann::json> rows;
-  std::ifstream in(path);
-  for (std::string line; std::getline(in, line);)
-    if (!line.empty() && nlohmann::json::parse(line).value("split", "") == "train") rows.push_back(nlohmann::json::parse(line));
-  return rows;
-}
-
-// Largest |a - b| / (atol + rtol |b|) over every tensor of two safetensors files with the same names and shapes.
-double worst_ratio(const std::string& a_path, const std::string& b_path, double atol, double rtol) {
-  nn::SafetensorsFile a(a_path), b(b_path);
-  EXPECT_EQ(a.names(), b.names());
-  double worst = 0.0;
-  for (const std::string& name : a.names()) {
-    const Tensor ta = a.load(name), tb = b.load(name);
-    EXPECT_EQ(ta.shape(), tb.shape()) << name;
-    const std::vector<double> va = ta.to(DType::f64).to_vector<double>(), vb = tb.to(DType::f64).to_vector<double>();
-    for (size_t i = 0; i < va.size(); ++i) worst = std::max(worst, std::abs(va[i] - vb[i]) / (atol + rtol * std::abs(vb[i])));
-  }
-  return worst;
 }
 
 class TrainerDdp : public ::testing::Test {
@@ -157,16 +104,6 @@ TEST_F(TrainerDdp, BatchNormStatisticsStayReplicatedAndResumeIsExact) {
   const std::string digest = read_text(dir.file("resumed/param_digest.rank0"));
   EXPECT_EQ(digest, read_text(dir.file("resumed/param_digest.rank1")));
   EXPECT_EQ(digest, read_text(dir.file("straight/param_digest.rank0")));  // the same run, bit for bit
-}
-
-TEST_F(TrainerDdp, FsdpIsRefusedByName) {
-  ScratchDir dir;
-  const RankRun fsdp = run_trainer(dir, 2, common_args(dir.file("fsdp")) + "--set data.batch_size=2 --set dist.strategy=fsdp");
-  EXPECT_NE(fsdp.code, 0);
-  EXPECT_NE(fsdp.output.find("fsdp in dcae-trainer is not wired yet"), std::string::npos) << fsdp.output;
-  // (The GAN on several ranks: trainer_gan_ddp_test.cpp.) One process trains the recipe as usual.
-  const RankRun single = run_trainer(dir, 1, common_args(dir.file("one")) + "--set data.batch_size=2 --set dist.strategy=fsdp --set train.steps=2");
-  EXPECT_EQ(single.code, 0) << single.output;
 }
 
 }  // namespace
