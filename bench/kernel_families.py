@@ -6,20 +6,22 @@ import json, re, sys
 
 FAMILIES = [  # first match wins; patterns are lower-case substrings or regexes of the kernel name
     ("memset", [r"^\[memset\]"]),
-    ("copy/layout", [r"^\[memcpy", "copy", "transpose", "permute", "nchwtonhwc", "nhwctonchw", "reorder", "cat_",
-                     "catarray", "contiguous", "pad"]),
-    ("triton fused reduction", [r"^triton_(red|per)_"]),
+    ("triton fused reduction (norms)", [r"^triton_(red|per)_"]),
     ("triton fused pointwise", [r"^triton_poi_"]),
-    ("triton template (gemm/conv)", [r"^triton_tem_", r"^triton_"]),
+    ("triton template (gemm/conv)", [r"^triton_"]),
+    ("norm (+ residual)", ["row_norm", "group_norm", "batch_norm", "layer_norm", "rms", "welford", "bn_fw",
+                           "residual_channel_affine"]),
     ("linear attention", ["linear_attention", "linear_attn", "attention"]),
     ("conv (cuDNN, direct)", ["fprop", "dgrad", "wgrad", "conv", "implicit", "depthwise", "cudnn"]),
     ("gemm (cuBLAS/cuBLASLt)", ["gemm", "nvjet", "cutlass", "matmul", "xmma", "cublas"]),
-    ("norm", ["norm", "rms", "batch_norm", "layer_norm", "bn_", "welford"]),
     ("glu / gating", ["glu", "gate"]),
-    ("pixel (un)shuffle / resize", ["shuffle", "pixel", "interp", "upsample", "nearest", "spatial"]),
+    ("pixel (un)shuffle / shortcut / resize", ["shuffle", "pixel", "interp", "upsample", "nearest", "spatial",
+                                               "shortcut"]),
+    ("copy/layout", [r"^\[memcpy", "copy", "transpose", "permute", "nchwtonhwc", "nhwctonchw", "reorder", "cat_",
+                     "catarray", "contiguous", "concat", "pad"]),
     ("reduce", ["reduce", "sum", "mean"]),
     ("elementwise / activation", ["elementwise", "unary", "binary", "silu", "relu", "add", "mul", "vectorized",
-                                  "unrolled", "activation", "fill"]),
+                                  "unrolled", "activation", "fill", "apply"]),
 ]
 
 

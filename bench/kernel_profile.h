@@ -97,6 +97,8 @@ class KernelProfile {
     char* demangled = abi::__cxa_demangle(mangled, nullptr, nullptr, &status);
     std::string name = status == 0 && demangled != nullptr ? demangled : mangled;
     std::free(demangled);
+    for (const std::string noise : {"(anonymous namespace)::", "dcae::ops::cuda::", "dcae::cuda::"})
+      for (size_t at = name.find(noise); at != std::string::npos; at = name.find(noise)) name.erase(at, noise.size());
     const size_t paren = name.find('(');
     if (paren != std::string::npos && paren > 0) name.resize(paren);
     if (name.size() > 240) name.resize(240);

@@ -18,6 +18,13 @@ Tensor conv2d_backward_input(const Tensor& grad_out, const Tensor& weight, const
 Tensor conv2d_backward_weight(const Tensor& grad_out, const Tensor& x, const Shape& weight_shape,
                               const Conv2dParams& params);
 
+// act(conv2d_forward(x, weight, bias)) with the bias and the activation fused into a cuDNN plan's epilogue, rounded
+// once. Undefined when that does not pay (1x1 GEMM path, no bias, no fused engine, or a fused engine no faster than
+// the forward plus an activation pass, timed on first use): the caller then composes. Used only without autograd.
+enum class ConvActivation { relu, silu };
+Tensor conv2d_forward_bias_activation(const Tensor& x, const Tensor& weight, const Tensor& bias,
+                                      const Conv2dParams& params, ConvActivation act);
+
 // Which implementations the non-GEMM convolutions may use: all (the default), only cuDNN (an error where it has
 // no engine), or only the direct kernels. For tests and benchmarks; returns the previous setting.
 enum class ConvBackend { automatic, cudnn_only, direct_only };
