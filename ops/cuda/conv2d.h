@@ -18,9 +18,10 @@ Tensor conv2d_backward_input(const Tensor& grad_out, const Tensor& weight, const
 Tensor conv2d_backward_weight(const Tensor& grad_out, const Tensor& x, const Shape& weight_shape,
                               const Conv2dParams& params);
 
-// act(conv2d_forward(x, weight, bias)) with the bias and the activation fused into a cuDNN plan's epilogue, rounded
-// once. Undefined when that does not pay (1x1 GEMM path, no bias, no fused engine, or a fused engine no faster than
-// the forward plus an activation pass, timed on first use): the caller then composes. Used only without autograd.
+// act(conv2d_forward(x, weight, bias)), rounded once: a cuDNN plan with the bias and the activation in its
+// epilogue, or the convolution without bias then one vectorised bias+activation pass, whichever ran faster on
+// first use (1x1 GEMM convolutions always take the second form). Undefined without a bias (the caller composes).
+// Used only without autograd.
 enum class ConvActivation { relu, silu };
 Tensor conv2d_forward_bias_activation(const Tensor& x, const Tensor& weight, const Tensor& bias,
                                       const Conv2dParams& params, ConvActivation act);

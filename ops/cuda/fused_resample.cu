@@ -56,6 +56,71 @@ __global__ void pixel_unshuffle_add_kernel(T* __restrict__ out, const T* __restr
   }
 }
 
+// Factor-2 fast paths: one thread per output pixel and 16-byte pack of output channels, 32-bit indices (the host
+// checks), the same arithmetic per element as the generic kernels above (so the same results).
+template <typename T>
+__global__ void pixel_shuffle2_add_vec_kernel(T* __restrict__ out, const T* __restrict__ y, const T* __restrict__ x,
+                                              uint32_t packs, uint32_t H, uint32_t W, uint32_t out_channels,
+                                              uint32_t repeats) {
+  using V = Vec16<T>;
+  constexpr int kVec = V::kCount;
+  const uint32_t packs_per_pixel = out_channels / kVec, M = out_channels * 4, Cx = M / repeats;
+  for (uint32_t p = blockIdx.x * blockDim.x + threadIdx.x; p < packs; p += gridDim.x * blockDim.x) {
+    const uint32_t cp = p % packs_per_pixel, pix = p / packs_per_pixel;
+    const uint32_t wo = pix % (2 * W), rest = pix / (2 * W);
+    const uint32_t ho = rest % (2 * H), n = rest / (2 * H);
+    const uint32_t pixel = (n * H + (ho >> 1)) * W + (wo >> 1);
+    const uint32_t ij = (ho & 1) * 2 + (wo & 1);
+    const T* yp = y + static_cast<size_t>(pixel) * M;
+    const T* xp = x + static_cast<size_t>(pixel) * Cx;
+    V o;
+#pragma unroll
+    for (int k = 0; k < kVec; ++k) {
+      const uint32_t m = (cp * kVec + k) * 4 + ij;
+      o.v[k] = from_compute<T>(to_compute(yp[m]) + to_compute(xp[m / repeats]));
+    }
+    reinterpret_cast<V*>(out)[p] = o;
+  }
+}
+
+template <typename T>
+__global__ void pixel_unshuffle2_add_vec_kernel(T* __restrict__ out, const T* __restrict__ y, const T* __restrict__ x,
+                                                uint32_t packs, uint32_t H, uint32_t W, uint32_t out_channels,
+                                                uint32_t x_channels, uint32_t group) {
+  using V = Vec16<T>;
+  constexpr int kVec = V::kCount;
+  const uint32_t packs_per_pixel = out_channels / kVec, Cy = out_channels / 4, W2 = 2 * W;
+  const double inv_group = 1.0 / static_cast<double>(group);
+  for (uint32_t p = blockIdx.x * blockDim.x + threadIdx.x; p < packs; p += gridDim.x * blockDim.x) {
+    const uint32_t op = p % packs_per_pixel, pix = p / packs_per_pixel;
+    const uint32_t w = pix % W, rest = pix / W;
+    const uint32_t h = rest % H, n = rest / H;
+    const size_t row0 = static_cast<size_t>(n * H + h) * 2;  // source row of (i = 0)
+    V out_pack;
+#pragma unroll
+    for (int k = 0; k < kVec; ++k) {
+      const uint32_t o = op * kVec + k;
+      const uint32_t c = o >> 2, i = (o >> 1) & 1, j = o & 1;
+      const T main = y[((row0 + i) * W2 + 2 * w + j) * Cy + c];
+      double acc = 0.0;
+      for (uint32_t kk = o * group; kk < (o + 1) * group; ++kk) {
+        const uint32_t cx = kk >> 2, ki = (kk >> 1) & 1, kj = kk & 1;
+        acc += static_cast<double>(to_compute(x[((row0 + ki) * W2 + 2 * w + kj) * x_channels + cx]));
+      }
+      const T shortcut = device_from_double<T>(acc * inv_group);
+      out_pack.v[k] = from_compute<T>(to_compute(main) + to_compute(shortcut));
+    }
+    reinterpret_cast<V*>(out)[p] = out_pack;
+  }
+}
+
+// Whether the factor-2 vectorised kernels apply to `out` with `channels` per pixel.
+bool vector_path(int64_t factor, const Tensor& out, int64_t channels, size_t element) {
+  const int64_t vec = 16 / static_cast<int64_t>(element);
+  return factor == 2 && channels % vec == 0 && aligned16(out.raw_data()) && out.numel() / vec < (int64_t{1} << 31) &&
+         out.numel() < (int64_t{1} << 31) * 2;
+}
+
 void check_pair(const char* op, const Tensor& y, const Tensor& x) {
   DCAE_CHECK(y.dim() == 4 && x.dim() == 4 && y.dtype() == x.dtype() && y.device() == x.device() &&
                  y.device().is_cuda() && y.size(0) == x.size(0),
@@ -77,7 +142,17 @@ Tensor pixel_shuffle_add_shortcut(const Tensor& y_in, const Tensor& x_in, int64_
   Tensor out = empty({N, H * r, W * r, out_channels}, y.dtype(), y.device());
   if (out.numel() == 0) return out;
   DeviceGuard guard(y.device().index);
+  const bool fits = y.numel() < (int64_t{1} << 31) && x.numel() < (int64_t{1} << 31);
   visit_device_float(y.dtype(), op, [&]<typename T>() {
+    if (fits && vector_path(r, out, out_channels, sizeof(T))) {
+      const int64_t packs = out.numel() / (16 / static_cast<int64_t>(sizeof(T)));
+      pixel_shuffle2_add_vec_kernel<T><<<grid_for(packs), kBlockThreads, 0, stream_for(y)>>>(
+          static_cast<T*>(out.raw_data()), static_cast<const T*>(y.raw_data()), static_cast<const T*>(x.raw_data()),
+          static_cast<uint32_t>(packs), static_cast<uint32_t>(H), static_cast<uint32_t>(W),
+          static_cast<uint32_t>(out_channels), static_cast<uint32_t>(M / x.size(3)));
+      check_launch("pixel_shuffle2_add_vec_kernel");
+      return;
+    }
     pixel_shuffle_add_kernel<T><<<grid_for(out.numel()), kBlockThreads, 0, stream_for(y)>>>(
         static_cast<T*>(out.raw_data()), static_cast<const T*>(y.raw_data()), static_cast<const T*>(x.raw_data()),
         out.numel(), H, W, out_channels, r, M / x.size(3));
@@ -100,7 +175,18 @@ Tensor pixel_unshuffle_add_shortcut(const Tensor& y_in, const Tensor& x_in, int6
   Tensor out = empty({N, H, W, out_channels}, y.dtype(), y.device());
   if (out.numel() == 0) return out;
   DeviceGuard guard(y.device().index);
+  const bool fits = y.numel() < (int64_t{1} << 31) && x.numel() < (int64_t{1} << 31);
   visit_device_float(y.dtype(), op, [&]<typename T>() {
+    if (fits && vector_path(r, out, out_channels, sizeof(T))) {
+      const int64_t packs = out.numel() / (16 / static_cast<int64_t>(sizeof(T)));
+      pixel_unshuffle2_add_vec_kernel<T><<<grid_for(packs), kBlockThreads, 0, stream_for(y)>>>(
+          static_cast<T*>(out.raw_data()), static_cast<const T*>(y.raw_data()), static_cast<const T*>(x.raw_data()),
+          static_cast<uint32_t>(packs), static_cast<uint32_t>(H), static_cast<uint32_t>(W),
+          static_cast<uint32_t>(out_channels), static_cast<uint32_t>(x.size(3)),
+          static_cast<uint32_t>(x.size(3) * rr / out_channels));
+      check_launch("pixel_unshuffle2_add_vec_kernel");
+      return;
+    }
     pixel_unshuffle_add_kernel<T><<<grid_for(out.numel()), kBlockThreads, 0, stream_for(y)>>>(
         static_cast<T*>(out.raw_data()), static_cast<const T*>(y.raw_data()), static_cast<const T*>(x.raw_data()),
         out.numel(), H, W, out_channels, r, x.size(3), x.size(3) * rr / out_channels);

@@ -1,4 +1,6 @@
 // Residual adds fused into the pass that produces their other operand (ops/cuda/fused_residual.h).
+#include <type_traits>
+
 #include "core/tensor/cuda/kernel_util.cuh"
 #include "ops/cuda/fused_residual.h"
 
@@ -8,33 +10,42 @@ using namespace ::dcae::cuda;
 
 namespace {
 
-// out = residual + y * scale[c] + shift[c] over contiguous [rows, C]; 16-byte packs when C allows, else scalars.
-// scale and shift are fp32 (or f64 for f64 tensors): the per-channel fold of BatchNorm's statistics.
-template <typename T, bool kVectorised>
+// out = residual + y * scale[c] + shift[c] over contiguous [rows, C]. Vectorised: 16-byte packs of T, 32-bit
+// indices (the host checks), scale/shift read as whole float4s. Scalar otherwise. scale and shift are fp32 (f64
+// for f64 tensors): BatchNorm's statistics folded per channel.
+template <typename T>
+__global__ void residual_channel_affine_vec_kernel(const T* __restrict__ residual, const T* __restrict__ y,
+                                                   const float* __restrict__ scale, const float* __restrict__ shift,
+                                                   T* __restrict__ out, uint32_t packs, uint32_t packs_per_row) {
+  using V = Vec16<T>;
+  constexpr int kVec = V::kCount;  // 8 for bf16/f16, 4 for f32: whole float4s of scale and shift
+  static_assert(kVec % 4 == 0, "vectorised path is for 2- and 4-byte types");
+  for (uint32_t i = blockIdx.x * blockDim.x + threadIdx.x; i < packs; i += gridDim.x * blockDim.x) {
+    const V r = reinterpret_cast<const V*>(residual)[i];
+    const V v = reinterpret_cast<const V*>(y)[i];
+    const uint32_t c0 = (i % packs_per_row) * kVec;
+    V o;
+#pragma unroll
+    for (int q = 0; q < kVec / 4; ++q) {
+      const float4 s = reinterpret_cast<const float4*>(scale + c0)[q];
+      const float4 t = reinterpret_cast<const float4*>(shift + c0)[q];
+      const float sv[4] = {s.x, s.y, s.z, s.w}, tv[4] = {t.x, t.y, t.z, t.w};
+#pragma unroll
+      for (int k = 0; k < 4; ++k)
+        o.v[q * 4 + k] = from_compute<T>(to_compute(r.v[q * 4 + k]) + to_compute(v.v[q * 4 + k]) * sv[k] + tv[k]);
+    }
+    reinterpret_cast<V*>(out)[i] = o;
+  }
+}
+
+template <typename T>
 __global__ void residual_channel_affine_kernel(const T* __restrict__ residual, const T* __restrict__ y,
                                                const ComputeT<T>* __restrict__ scale,
                                                const ComputeT<T>* __restrict__ shift, T* __restrict__ out,
                                                int64_t items, int64_t channels) {
-  using C = ComputeT<T>;
-  if constexpr (kVectorised) {
-    using V = Vec16<T>;
-    constexpr int kVec = V::kCount;
-    const int64_t packs_per_row = channels / kVec;
-    for (int64_t i = global_thread<int64_t>(); i < items; i += grid_stride<int64_t>()) {
-      const V r = reinterpret_cast<const V*>(residual)[i];
-      const V v = reinterpret_cast<const V*>(y)[i];
-      const int64_t c0 = (i % packs_per_row) * kVec;
-      V o;
-#pragma unroll
-      for (int k = 0; k < kVec; ++k)
-        o.v[k] = from_compute<T>(to_compute(r.v[k]) + to_compute(v.v[k]) * scale[c0 + k] + shift[c0 + k]);
-      reinterpret_cast<V*>(out)[i] = o;
-    }
-  } else {
-    for (int64_t i = global_thread<int64_t>(); i < items; i += grid_stride<int64_t>()) {
-      const int64_t c = i % channels;
-      out[i] = from_compute<T>(to_compute(residual[i]) + to_compute(y[i]) * scale[c] + shift[c]);
-    }
+  for (int64_t i = global_thread<int64_t>(); i < items; i += grid_stride<int64_t>()) {
+    const int64_t c = i % channels;
+    out[i] = from_compute<T>(to_compute(residual[i]) + to_compute(y[i]) * scale[c] + shift[c]);
   }
 }
 
@@ -64,14 +75,19 @@ Tensor residual_channel_affine(const Tensor& residual_in, const Tensor& y_in, co
     const C* pt = static_cast<const C*>(shift.raw_data());
     T* po = static_cast<T*>(out.raw_data());
     constexpr int kVec = Vec16<T>::kCount;
-    if (channels % kVec == 0 && aligned16(pr) && aligned16(py) && aligned16(po)) {
-      const int64_t items = y.numel() / kVec;
-      residual_channel_affine_kernel<T, true><<<grid_for(items), kBlockThreads, 0, stream>>>(pr, py, ps, pt, po, items,
-                                                                                             channels);
-    } else {
-      residual_channel_affine_kernel<T, false><<<grid_for(y.numel()), kBlockThreads, 0, stream>>>(
-          pr, py, ps, pt, po, y.numel(), channels);
+    const int64_t packs = y.numel() / kVec;
+    bool vectorised = false;
+    if constexpr (std::is_same_v<C, float>)
+      vectorised = channels % kVec == 0 && aligned16(pr) && aligned16(py) && aligned16(po) && aligned16(ps) &&
+                   aligned16(pt) && packs < (int64_t{1} << 31);
+    if constexpr (std::is_same_v<C, float>) {
+      if (vectorised)
+        residual_channel_affine_vec_kernel<T><<<grid_for(packs), kBlockThreads, 0, stream>>>(
+            pr, py, ps, pt, po, static_cast<uint32_t>(packs), static_cast<uint32_t>(channels / kVec));
     }
+    if (!vectorised)
+      residual_channel_affine_kernel<T><<<grid_for(y.numel()), kBlockThreads, 0, stream>>>(pr, py, ps, pt, po,
+                                                                                          y.numel(), channels);
     check_launch("residual_channel_affine_kernel");
   });
   return out;
