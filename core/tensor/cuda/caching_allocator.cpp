@@ -242,6 +242,7 @@ void CachingAllocator::process_pending_frees(bool wait) {
     it = pending_.erase(it);
     // pending blocks are still marked allocated so that neighbours do not merge into them
     if (--block->pending_events == 0) {
+      if (block->pool != 0 && !live_pools_.contains(block->pool)) block->pool = 0;  // its graph is gone
       free_block(block);
       if (!caching_) release_cached_segments();
     }
