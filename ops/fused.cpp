@@ -15,14 +15,12 @@ namespace dcae::ops {
 
 namespace {
 
+#ifdef DCAE_WITH_CUDA
 // The one-pass kernels serve GPU tensors that need no autograd history.
 bool fused_path(const Tensor& residual, const std::vector<Tensor>& inputs) {
-#ifdef DCAE_WITH_CUDA
   return residual.device().is_cuda() && !autograd::needs_history(inputs);
-#else
-  return false;
-#endif
 }
+#endif
 
 void check_residual(const char* op, const Tensor& residual, const Tensor& x) {
   DCAE_CHECK(residual.defined() && x.defined(), op, ": residual and x must be defined");
@@ -30,6 +28,7 @@ void check_residual(const char* op, const Tensor& residual, const Tensor& x) {
              ": residual ", residual.str(), " must have the shape, dtype and device of x ", x.str());
 }
 
+#ifdef DCAE_WITH_CUDA
 // An optional per-channel parameter: [C] of x's dtype and device.
 void check_channel_param(const char* op, const char* name, const Tensor& p, const Tensor& x) {
   if (!p.defined()) return;
@@ -37,6 +36,7 @@ void check_channel_param(const char* op, const char* name, const Tensor& p, cons
                  p.device() == x.device(),
              op, ": ", name, " ", p.str(), " must be [C] with the dtype and device of x ", x.str());
 }
+#endif
 
 }  // namespace
 
