@@ -38,9 +38,8 @@ TEST_F(CudaFusedConvActivation, EpiloguePlansEqualTheComposition) {
         const Tensor x = random_tensor(c.x, 1, dtype), w = random_tensor(c.w, 2, dtype, 0.2);
         const Tensor b = random_tensor({c.w[0]}, 3, dtype);
         const Tensor expected = ops::unary(act, ops::conv2d(x, w, b, {1, 1, 1}));
-        const testing::Tolerance tol = testing::tolerance_for(dtype);
+        // One rounding in the fused epilogue against several in the composition: a little looser than one op's.
         const double atol = dtype == DType::f32 ? 1e-4 : 3e-2, rtol = dtype == DType::f32 ? 1e-4 : 2e-2;
-        (void)tol;
         autograd::NoGradGuard no_grad;
         const Tensor xg = x.to(gpu()), wg = w.to(gpu()), bg = b.to(gpu());
         EXPECT_TRUE(all_close(ops::conv2d_activation(xg, wg, bg, {1, 1, 1}, act).to(Device::cpu()), expected, atol,
