@@ -1,12 +1,17 @@
 // DC-AE throughput on one GPU, to put beside bench/torch_dcae_peer.py (diffusers, bf16 autocast) in one run:
 // a training step (L1 loss, AdamW with fp32 masters, bf16 weights and compute) and encode/decode (bf16).
 //   dcae_model_bench --model dc-ae-f64c128-in-1.0 --mode train --res 256 --batch 32
+//   dcae_model_bench --mode encode --res 512 --batch 16 --cuda-graph --profile encode_kernels.json
+// --cuda-graph captures encode/decode once (static input) and times replays; --profile records the GPU time of
+// every kernel (CUPTI) over a few more runs, for bench/kernel_families.py.
 #include <glog/logging.h>
 
 #include <algorithm>
 #include <boost/program_options.hpp>
 #include <cmath>
+#include <functional>
 #include <iostream>
+#include <memory>
 
 #include "core/autograd/engine.h"
 #include "core/autograd/grad_mode.h"
@@ -20,7 +25,9 @@
 #include "trainer/optim/optimizer.h"
 #include "trainer/registries.h"
 #ifdef DCAE_WITH_CUDA
+#include "bench/kernel_profile.h"
 #include "core/tensor/cuda/caching_allocator.h"
+#include "core/tensor/cuda/cuda_graph.h"
 #include "core/tensor/cuda/stream.h"
 #endif
 
@@ -125,9 +132,44 @@ int run(const po::variables_map& vm) {
     autograd::NoGradGuard no_grad;
     const Tensor input = images.to(DType::bf16);
     const Tensor latent = model.encode(input);
+    DCAE_CHECK(mode == "encode" || mode == "decode", "--mode must be train, encode, decode or bf16check, got ", mode);
+    const auto eager = [&] { return mode == "encode" ? model.encode(input) : model.decode(latent); };
+    std::function<void()> run = [&] { eager(); };
+    std::unique_ptr<cuda::CudaGraph> graph;
+    Tensor graph_output;
+    if (vm.count("cuda-graph")) {
+      const Tensor reference = eager();  // also the warm-up: algorithms and plans are chosen before the capture
+      graph = std::make_unique<cuda::CudaGraph>(0);
+      graph->capture([&] { graph_output = eager(); });
+      graph->replay();
+      const double diff = ops::max(ops::abs(ops::sub(ops::cast(graph_output, DType::f32),
+                                                     ops::cast(reference, DType::f32)))).item<double>();
+      std::cout << "cuda graph: " << graph->node_count() << " nodes, pool "
+                << static_cast<double>(graph->pool_bytes()) / (1ull << 30) << " GiB, max |replay - eager| " << diff
+                << std::endl;
+      run = [&] { graph->replay(); };
+    }
     allocator.reset_peak_stats();
-    if (mode == "encode") ms = median_ms([&] { model.encode(input); }, 3, vm["iters"].as<int>());
-    else ms = median_ms([&] { model.decode(latent); }, 3, vm["iters"].as<int>());
+    const cuda::AllocatorStats before = allocator.stats();
+    ms = median_ms(run, 3, vm["iters"].as<int>());
+    if (graph) {
+      const cuda::AllocatorStats after = allocator.stats();
+      std::cout << "allocator over the timed replays: " << after.device_mallocs - before.device_mallocs
+                << " driver allocations, " << after.allocations - before.allocations << " block requests" << std::endl;
+    }
+    if (vm.count("profile")) {
+#ifdef DCAE_WITH_CUPTI
+      const int profiled = 5;
+      cuda::current_stream(0).synchronize();
+      bench::KernelProfile::instance().start();
+      for (int i = 0; i < profiled; ++i) run();
+      cuda::current_stream(0).synchronize();
+      bench::KernelProfile::instance().stop();
+      bench::KernelProfile::instance().write_json(vm["profile"].as<std::string>(), profiled);
+#else
+      DCAE_FAIL("--profile needs a build with CUPTI (libcupti was not found at configure time)");
+#endif
+    }
   }
   const double peak_gib = static_cast<double>(allocator.stats().peak_allocated_bytes) / (1ull << 30);
   std::cout << "| dcae | " << model_name << " | " << mode << " | " << res << " | " << batch << " | " << ms << " ms | "
@@ -147,6 +189,8 @@ int main(int argc, char** argv) {
       "res", po::value<int64_t>()->default_value(256), "image side")(
       "batch", po::value<int64_t>()->default_value(32), "images per step")(
       "iters", po::value<int>()->default_value(10), "timed repetitions (median reported)")(
+      "cuda-graph", "encode/decode: capture one call in a CUDA graph and time its replays")(
+      "profile", po::value<std::string>(), "encode/decode: write per-kernel GPU time (CUPTI) to this JSON file")(
       "trainable", po::value<std::vector<std::string>>()->multitoken(),
       "train only parameters matching these globs (phase 2/3 style); default all");
   po::variables_map vm;

@@ -66,6 +66,7 @@ class RMSNorm2d : public Layer {
  public:
   explicit RMSNorm2d(int64_t channels, double eps = 1e-5, DType dtype = DType::f32);
   Tensor forward(const Tensor& x) override;
+  double eps() const { return eps_; }
   Tensor weight, bias;
 
  private:
@@ -76,6 +77,7 @@ class BatchNorm2d : public Layer {
  public:
   explicit BatchNorm2d(int64_t channels, double eps = 1e-5, double momentum = 0.1, DType dtype = DType::f32);
   Tensor forward(const Tensor& x) override;
+  double eps() const { return eps_; }
   Tensor weight, bias, running_mean, running_var, num_batches_tracked;
 
  private:

@@ -11,6 +11,7 @@
 #include "datasets/latent_shard.h"
 #include "datasets/manifest.h"
 #include "datasets/shard_format.h"
+#include "nn/dcae/graphed_runner.h"
 #include "nn/io/diffusers.h"
 #include "nn/io/efficientvit.h"
 #include "ops/elementwise.h"
@@ -23,6 +24,7 @@ using namespace dcae::datasets;
 namespace po = tools::po;
 namespace fs = std::filesystem;
 using nn::dcae_model::AutoencoderDC;
+using nn::dcae_model::GraphedRunner;
 
 struct EncodeOptions {
   std::string model_dir, shards_dir, output_dir;
@@ -32,6 +34,7 @@ struct EncodeOptions {
   DType dtype = DType::f32;
   double scaling_factor = 0;  // 0: the model config's
   double progress_seconds = 5;
+  bool cuda_graph = false;  // replay each batch shape's encode from a CUDA graph
 };
 
 // A diffusers folder, or an original efficientvit one (model.safetensors + config.json naming the model).
@@ -85,8 +88,8 @@ Tensor to_model_input(const std::vector<uint8_t>& pixels, const Shape& batch_sha
 }
 
 // encode(images) * scaling_factor, back on the CPU as f32 [B, h, w, C].
-Tensor encode_scaled(AutoencoderDC& model, const Tensor& images, const EncodeOptions& options, double scale) {
-  const Tensor latent = model.encode(images.to(options.device).to(options.dtype));
+Tensor encode_scaled(GraphedRunner& model, const Tensor& images, const EncodeOptions& options, double scale) {
+  const Tensor latent = model(images.to(options.device).to(options.dtype));
   return ops::mul(latent.to(DType::f32), scale).to(Device::cpu()).contiguous();
 }
 
@@ -112,10 +115,10 @@ class Progress {
 };
 
 // Encodes one image shard into output_dir/<same file name>; returns the number of latents written.
-int64_t encode_shard(AutoencoderDC& model, const ShardReader& images, const std::string& output_path,
+int64_t encode_shard(GraphedRunner& model, const ShardReader& images, const std::string& output_path,
                      const EncodeOptions& options, double scale, int64_t& done, Progress& progress) {
   const Shape image_shape = images.image_shape();
-  const int64_t f = model.config().spatial_compression();
+  const int64_t f = model.model().config().spatial_compression();
   DCAE_CHECK(image_shape[0] % f == 0 && image_shape[1] % f == 0, "shard '", images.path(), "': images of ",
              shape_str(image_shape), " do not divide by the model's compression factor ", f);
   LatentShardAttributes attributes;
@@ -170,6 +173,8 @@ EncodeOptions parse_options(const po::variables_map& vm) {
     DCAE_CHECK(options.scaling_factor > 0, "--scaling-factor must be positive, got ", options.scaling_factor);
   }
   options.progress_seconds = vm["progress-seconds"].as<double>();
+  options.cuda_graph = vm.count("cuda-graph") > 0;
+  DCAE_CHECK(!options.cuda_graph || options.device.is_cuda(), "--cuda-graph needs --device cuda");
   return options;
 }
 
@@ -199,13 +204,14 @@ int run(const po::variables_map& vm) {
   latents.shards.clear();
   Progress progress(images.total(), options.progress_seconds);
   int64_t done = 0;
+  GraphedRunner runner(*model, GraphedRunner::Direction::encode, options.cuda_graph);
   for (const ShardEntry& entry : images.shards) {
     const ShardReader reader((fs::path(options.shards_dir) / entry.file).string());
     DCAE_CHECK(reader.size() == entry.count, "shard '", reader.path(), "' holds ", reader.size(),
                " images but the manifest lists ", entry.count);
     const std::string output_path = (fs::path(options.output_dir) / entry.file).string();
     fs::create_directories(fs::path(output_path).parent_path());
-    const int64_t written = encode_shard(*model, reader, output_path, options, scale, done, progress);
+    const int64_t written = encode_shard(runner, reader, output_path, options, scale, done, progress);
     latents.shards.push_back(describe_shard(options.output_dir, entry.file, written));
   }
   if (fs::exists(fs::path(options.shards_dir) / kClassesFile))
@@ -231,11 +237,12 @@ int main(int argc, char** argv) {
       ("dtype", po::value<std::string>()->default_value("f32"), "model compute type: f32 or bf16")
       ("scaling-factor", po::value<double>(), "multiply latents by this instead of the model config's")
       ("overwrite", "replace the latent shards of an earlier run in --output")
-      ("progress-seconds", po::value<double>()->default_value(5.0), "seconds between progress lines");
+      ("progress-seconds", po::value<double>()->default_value(5.0), "seconds between progress lines")
+      ("cuda-graph", "GPU only: run each batch shape's encoder from a CUDA graph after one eager warm-up call");
   return dcae::tools::run_tool(argc, argv,
                                "dcae-encode: encode image shards into a latent cache (NHWC float32 latents times "
                                "the scaling factor, one latent shard per image shard).\n"
                                "  dcae-encode --model-dir DIR --shards DIR --output DIR [--batch N] [--flip] "
-                               "[--device cpu|cuda] [--dtype f32|bf16] [--overwrite]",
+                               "[--device cpu|cuda] [--dtype f32|bf16] [--cuda-graph] [--overwrite]",
                                options, run);
 }

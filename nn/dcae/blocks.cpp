@@ -2,6 +2,7 @@
 
 #include "ops/attention.h"
 #include "ops/elementwise.h"
+#include "ops/fused.h"
 #include "ops/glu.h"
 #include "ops/join.h"
 #include "ops/matmul.h"
@@ -16,8 +17,25 @@ ResBlock::ResBlock(int64_t channels, const std::string& norm_type, Activation ac
   norm_ = register_module("norm", make_norm(norm_type, channels, init.dtype));
 }
 
+namespace {
+
+// x + norm(h) in one pass where the norm allows (RMSNorm; BatchNorm on running statistics).
+Tensor add_normed(const Tensor& x, Layer& norm, const Tensor& h) {
+  if (auto* rms = dynamic_cast<RMSNorm2d*>(&norm)) return ops::add_rms_norm(x, h, rms->weight, rms->bias, rms->eps());
+  if (auto* bn = dynamic_cast<BatchNorm2d*>(&norm); bn != nullptr && !bn->is_training())
+    return ops::add_batch_norm_eval(x, h, bn->weight, bn->bias, bn->running_mean, bn->running_var, bn->eps());
+  return ops::add(x, norm.forward(h));
+}
+
+}  // namespace
+
 Tensor ResBlock::forward(const Tensor& x) {
-  return ops::add(x, norm_->forward(conv2_->forward(activate(act_, conv1_->forward(x)))));
+  // conv1 is 3x3, stride 1, padding 1: its bias and activation can ride in the convolution's epilogue.
+  const Tensor h = act_ == Activation::relu || act_ == Activation::silu
+                       ? ops::conv2d_activation(x, conv1_->weight, conv1_->bias, ops::Conv2dParams{1, 1, 1},
+                                                act_ == Activation::relu ? ops::UnaryOp::relu : ops::UnaryOp::silu)
+                       : activate(act_, conv1_->forward(x));
+  return add_normed(x, *norm_, conv2_->forward(h));
 }
 
 QkvMultiscaleBranch::QkvMultiscaleBranch(int64_t qkv_channels, int64_t kernel, int64_t groups, InitOptions init) {
@@ -57,7 +75,7 @@ Tensor MultiscaleLinearAttention::forward(const Tensor& x) {
   for (auto& branch : branches_) all.push_back(branch->forward(qkv));
   const Tensor merged = all.size() == 1 ? qkv : ops::concat(all, -1);
   const Tensor attended = ops::relu_linear_attention(merged, head_dim_);
-  return ops::add(x, norm_out_->forward(to_out_->forward(attended)));
+  return add_normed(x, *norm_out_, to_out_->forward(attended));
 }
 
 GLUMBConv::GLUMBConv(int64_t channels, InitOptions init) {
@@ -70,7 +88,7 @@ GLUMBConv::GLUMBConv(int64_t channels, InitOptions init) {
 
 Tensor GLUMBConv::forward(const Tensor& x) {
   const Tensor h = conv_depth_->forward(ops::silu(conv_inverted_->forward(x)));
-  return ops::add(x, norm_->forward(conv_point_->forward(ops::silu_gate(h))));  // first half * silu(second half)
+  return add_normed(x, *norm_, conv_point_->forward(ops::silu_gate(h)));  // first half * silu(second half)
 }
 
 EfficientViTBlock::EfficientViTBlock(int64_t channels, int64_t head_dim, const std::vector<int64_t>& scales,
@@ -92,6 +110,7 @@ DownBlock::DownBlock(int64_t in_channels, int64_t out_channels, bool pixel_unshu
 }
 
 Tensor DownBlock::forward(const Tensor& x) {
+  if (pixel_unshuffle_ && shortcut_) return ops::pixel_unshuffle_with_shortcut(conv_->forward(x), x, out_channels_, 2);
   Tensor y = conv_->forward(x);
   if (pixel_unshuffle_) y = ops::pixel_unshuffle(y, 2);
   return shortcut_ ? ops::add(y, ops::downsample_shortcut(x, out_channels_, 2)) : y;
@@ -104,6 +123,7 @@ UpBlock::UpBlock(int64_t in_channels, int64_t out_channels, bool interpolate, bo
 }
 
 Tensor UpBlock::forward(const Tensor& x) {
+  if (!interpolate_ && shortcut_) return ops::pixel_shuffle_with_shortcut(conv_->forward(x), x, out_channels_, 2);
   const Tensor y = interpolate_ ? conv_->forward(ops::upsample_nearest2x(x)) : ops::pixel_shuffle(conv_->forward(x), 2);
   return shortcut_ ? ops::add(y, ops::upsample_shortcut(x, out_channels_, 2)) : y;
 }

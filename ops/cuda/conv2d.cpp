@@ -1,4 +1,5 @@
 #include "ops/cuda/conv2d.h"
+#include "ops/cuda/bias_activation.h"
 
 #include <atomic>
 #include <functional>
@@ -61,7 +62,8 @@ struct Choice {
 using ChoiceKey = PlanKey<20>;
 using ChoiceKeyHash = PlanKeyHash<20>;
 
-// Everything a choice depends on; `kind` is a ConvDirection, or kForwardWithBias.
+// Everything a choice depends on; `kind` is a ConvDirection, or kForwardWithBias (+ a BiasActivation for the
+// forward with bias and activation).
 constexpr int kForwardWithBias = 3;
 ChoiceKey key_for(int kind, const ConvGeometry& g, DType dtype, int device, const ConvAlignment& alignment) {
   return ChoiceKey{{kind, static_cast<int64_t>(dtype), g.n, g.h, g.w, g.cin, g.cout, g.kh, g.kw, g.stride, g.pad,
@@ -169,7 +171,7 @@ std::shared_ptr<const CudnnConvPlan> choose_fused_bias(const ConvGeometry& g, DT
   if (autotune && !fused.empty()) {
     double best = time_ms(device, [&] {
       run_problem(ConvDirection::forward, g, dtype, device, b);
-      Tensor(y).add_(bias);
+      add_bias_activation_(y, bias, BiasActivation::none);
     });
     chosen = nullptr;
     for (const auto& plan : fused) {
@@ -180,7 +182,65 @@ std::shared_ptr<const CudnnConvPlan> choose_fused_bias(const ConvGeometry& g, DT
   return cache.emplace(key, chosen).first->second;
 }
 
+// Forward with bias and activation: the fastest cuDNN plan with both fused into its epilogue, or null when none
+// exists or none beats the forward without bias followed by one bias+activation pass (what the caller then runs).
+std::shared_ptr<const CudnnConvPlan> choose_fused_activation(const ConvGeometry& g, DType dtype, int device,
+                                                             const Buffers& b, const Tensor& y, const Tensor& bias,
+                                                             BiasActivation act) {
+  const ConvAlignment alignment{alignment_of(b.x), alignment_of(b.w), alignment_of(b.y), alignment_of(bias.raw_data())};
+  const ChoiceKey key = key_for(kForwardWithBias + static_cast<int>(act), g, dtype, device, alignment);
+  thread_local std::unordered_map<ChoiceKey, std::shared_ptr<const CudnnConvPlan>, ChoiceKeyHash> cache;
+  if (const auto it = cache.find(key); it != cache.end()) return it->second;
+  std::shared_ptr<const CudnnConvPlan> chosen;
+  if (g_backend.load() == ConvBackend::automatic && conv_autotune()) {
+    const ConvEpilogue epilogue = act == BiasActivation::relu ? ConvEpilogue::bias_relu : ConvEpilogue::bias_silu;
+    const auto fused = cudnn_conv_bias_plans(g, dtype, alignment, device, kMaxTimedPlans, epilogue);
+    if (!fused.empty()) {
+      double best = time_ms(device, [&] {
+        run_problem(ConvDirection::forward, g, dtype, device, b);
+        add_bias_activation_(y, bias, act);
+      });
+      for (const auto& plan : fused) {
+        const double ms = time_ms(device, [&] { run_plan(*plan, device, b, bias.raw_data()); });
+        if (ms < best) best = ms, chosen = plan;
+      }
+    }
+  }
+  return cache.emplace(key, chosen).first->second;
+}
+
 }  // namespace
+
+Tensor conv2d_forward_bias_activation(const Tensor& x_in, const Tensor& weight, const Tensor& bias,
+                                      const Conv2dParams& params, ConvActivation act) {
+  const ConvGeometry g = geometry(x_in.shape(), weight.shape(), params);
+  if (!bias.defined()) return Tensor();
+  const BiasActivation op = act == ConvActivation::relu ? BiasActivation::relu : BiasActivation::silu;
+  if (g.pointwise()) {  // the GEMM path: no activation epilogue for SiLU there, so one pass after it
+    Tensor y = conv2d_forward(x_in, weight, Tensor(), params);
+    add_bias_activation_(y, bias.contiguous(), op);
+    return y;
+  }
+  const int device = x_in.device().index;
+  const DType dtype = x_in.dtype();
+  ::dcae::cuda::DeviceGuard guard(device);
+  const Tensor x = x_in.contiguous();
+  Tensor y = empty({g.n, g.ho, g.wo, g.cout}, dtype, x.device());
+  if (y.numel() == 0) return y;
+  const Tensor w = filter_krsc(weight, g);
+  const Tensor b = bias.contiguous();
+  const Buffers buffers{x.raw_data(), w.raw_data(), y.raw_data()};
+  const std::shared_ptr<const CudnnConvPlan> plan = choose_fused_activation(g, dtype, device, buffers, y, b, op);
+  if (plan) {
+    run_plan(*plan, device, buffers, b.raw_data());
+    t_last_algorithm = "cudnn engine " + std::to_string(plan->engine_id()) + " +bias+activation";
+  } else {
+    run_problem(ConvDirection::forward, g, dtype, device, buffers);
+    add_bias_activation_(y, b, op);
+    t_last_algorithm += " then bias+activation";
+  }
+  return y;
+}
 
 ConvBackend set_conv_backend(ConvBackend backend) { return g_backend.exchange(backend); }
 
@@ -216,7 +276,7 @@ Tensor conv2d_forward(const Tensor& x_in, const Tensor& weight, const Tensor& bi
     }
     run_problem(ConvDirection::forward, g, dtype, device, buffers);
   }
-  if (bias.defined() && !bias_done) y.add_(bias);
+  if (bias.defined() && !bias_done) add_bias_activation_(y, bias, BiasActivation::none);
   return y;
 }
 

@@ -18,6 +18,14 @@ Tensor conv2d_backward_input(const Tensor& grad_out, const Tensor& weight, const
 Tensor conv2d_backward_weight(const Tensor& grad_out, const Tensor& x, const Shape& weight_shape,
                               const Conv2dParams& params);
 
+// act(conv2d_forward(x, weight, bias)), rounded once: a cuDNN plan with the bias and the activation in its
+// epilogue, or the convolution without bias then one vectorised bias+activation pass, whichever ran faster on
+// first use (1x1 GEMM convolutions always take the second form). Undefined without a bias (the caller composes).
+// Used only without autograd.
+enum class ConvActivation { relu, silu };
+Tensor conv2d_forward_bias_activation(const Tensor& x, const Tensor& weight, const Tensor& bias,
+                                      const Conv2dParams& params, ConvActivation act);
+
 // Which implementations the non-GEMM convolutions may use: all (the default), only cuDNN (an error where it has
 // no engine), or only the direct kernels. For tests and benchmarks; returns the previous setting.
 enum class ConvBackend { automatic, cudnn_only, direct_only };

@@ -24,7 +24,7 @@ void check_cudnn(cudnnStatus_t status, const char* call) {
 #define DCAE_CUDNN_CHECK(call) check_cudnn((call), #call)
 
 // Unique ids of the three tensors in graphs and variant packs.
-constexpr int64_t kUidX = 'x', kUidW = 'w', kUidY = 'y', kUidBias = 'b', kUidConvOut = 'v';
+constexpr int64_t kUidX = 'x', kUidW = 'w', kUidY = 'y', kUidBias = 'b', kUidConvOut = 'v', kUidBiased = 'a';
 
 // One handle per device and thread (a handle carries its stream). Never destroyed: at process exit the driver
 // may be gone before thread-local destructors run.
@@ -151,15 +151,31 @@ struct Graph {
   std::vector<int64_t> uids;
 };
 
-// The convolution (one direction) alone or, with `fused_bias`, forward followed by + bias[Cout] in one graph.
-// Null when cuDNN rejects the graph.
+// A pointwise operation of the graph: y = mode(x) or y = mode(x, b), computed in `compute` precision.
+Descriptor pointwise_operation(cudnnPointwiseMode_t mode, cudnnDataType_t compute, const Descriptor& x,
+                               const Descriptor* b, const Descriptor& y, std::vector<Descriptor>& parts) {
+  Descriptor& pw = parts.emplace_back(CUDNN_BACKEND_POINTWISE_DESCRIPTOR);
+  pw.set(CUDNN_ATTR_POINTWISE_MODE, CUDNN_TYPE_POINTWISE_MODE, 1, &mode);
+  pw.set(CUDNN_ATTR_POINTWISE_MATH_PREC, CUDNN_TYPE_DATA_TYPE, 1, &compute);
+  pw.finalize();
+  Descriptor op(CUDNN_BACKEND_OPERATION_POINTWISE_DESCRIPTOR);
+  op.set_descriptor(CUDNN_ATTR_OPERATION_POINTWISE_PW_DESCRIPTOR, pw);
+  op.set_descriptor(CUDNN_ATTR_OPERATION_POINTWISE_XDESC, x);
+  if (b != nullptr) op.set_descriptor(CUDNN_ATTR_OPERATION_POINTWISE_BDESC, *b);
+  op.set_descriptor(CUDNN_ATTR_OPERATION_POINTWISE_YDESC, y);
+  return op;
+}
+
+// The convolution (one direction) alone or, with `fused_bias`, forward followed by + bias[Cout] (and, with
+// `activation`, relu or silu) in one graph. Null when cuDNN rejects the graph.
 std::shared_ptr<Graph> build_graph(ConvDirection direction, const ConvGeometry& g, DType dtype,
-                                   const ConvAlignment& alignment, cudnnHandle_t handle, bool fused_bias) {
+                                   const ConvAlignment& alignment, cudnnHandle_t handle, bool fused_bias,
+                                   ConvEpilogue epilogue = ConvEpilogue::bias) {
   const cudnnDataType_t type = data_type(dtype);
   const cudnnDataType_t compute = dtype == DType::f64 ? CUDNN_DATA_DOUBLE : CUDNN_DATA_FLOAT;
   auto graph = std::make_shared<Graph>();
   std::vector<Descriptor>& parts = graph->parts;
-  parts.reserve(12);  // up front: the references taken below must stay valid
+  parts.reserve(20);  // up front: the references taken below must stay valid
   const Descriptor& x = parts.emplace_back(make_tensor(kUidX, type, g.n, g.cin, g.h, g.w, alignment.x));
   const Descriptor& w = parts.emplace_back(make_tensor(kUidW, type, g.cout, g.cin_g(), g.kh, g.kw, alignment.w));
   // Fused, the convolution's result is a virtual fp32 intermediate and y the sum's output.
@@ -199,18 +215,21 @@ std::shared_ptr<Graph> build_graph(ConvDirection direction, const ConvGeometry& 
     bias.set(CUDNN_ATTR_TENSOR_BYTE_ALIGNMENT, CUDNN_TYPE_INT64, 1, &alignment.bias);
     bias.finalize();
     const Descriptor& y = parts.emplace_back(make_tensor(kUidY, type, g.n, g.cout, g.ho, g.wo, alignment.y));
-    Descriptor& add = parts.emplace_back(CUDNN_BACKEND_POINTWISE_DESCRIPTOR);
-    const cudnnPointwiseMode_t mode = CUDNN_POINTWISE_ADD;
-    add.set(CUDNN_ATTR_POINTWISE_MODE, CUDNN_TYPE_POINTWISE_MODE, 1, &mode);
-    add.set(CUDNN_ATTR_POINTWISE_MATH_PREC, CUDNN_TYPE_DATA_TYPE, 1, &compute);
-    add.finalize();
-    Descriptor& add_op = parts.emplace_back(CUDNN_BACKEND_OPERATION_POINTWISE_DESCRIPTOR);
-    add_op.set_descriptor(CUDNN_ATTR_OPERATION_POINTWISE_PW_DESCRIPTOR, add);
-    add_op.set_descriptor(CUDNN_ATTR_OPERATION_POINTWISE_XDESC, conv_out);
-    add_op.set_descriptor(CUDNN_ATTR_OPERATION_POINTWISE_BDESC, bias);
-    add_op.set_descriptor(CUDNN_ATTR_OPERATION_POINTWISE_YDESC, y);
+    // With an activation, the sum is another virtual fp32 intermediate and y the activation's output.
+    const bool activation = epilogue != ConvEpilogue::bias;
+    const Descriptor& biased =
+        activation ? parts.emplace_back(make_tensor(kUidBiased, compute, g.n, g.cout, g.ho, g.wo, 16, true)) : y;
+    Descriptor& add_op =
+        parts.emplace_back(pointwise_operation(CUDNN_POINTWISE_ADD, compute, conv_out, &bias, biased, parts));
     if (!add_op.try_finalize()) return nullptr;
     ops.push_back(add_op.get());
+    if (activation) {
+      const cudnnPointwiseMode_t mode =
+          epilogue == ConvEpilogue::bias_relu ? CUDNN_POINTWISE_RELU_FWD : CUDNN_POINTWISE_SWISH_FWD;
+      Descriptor& act_op = parts.emplace_back(pointwise_operation(mode, compute, biased, nullptr, y, parts));
+      if (!act_op.try_finalize()) return nullptr;
+      ops.push_back(act_op.get());
+    }
     parts.push_back(std::move(bias));
     graph->uids.push_back(kUidBias);
   }
@@ -325,11 +344,12 @@ class Plan final : public CudnnConvPlan {
 
 std::vector<std::shared_ptr<const CudnnConvPlan>> plans_for(ConvDirection direction, const ConvGeometry& g,
                                                             DType dtype, const ConvAlignment& alignment, int device,
-                                                            int max_plans, bool fused_bias) {
+                                                            int max_plans, bool fused_bias,
+                                                            ConvEpilogue epilogue = ConvEpilogue::bias) {
   ::dcae::cuda::DeviceGuard guard(device);
   const cudnnHandle_t handle = handle_for(device);
   std::vector<std::shared_ptr<const CudnnConvPlan>> plans;
-  const std::shared_ptr<Graph> graph = build_graph(direction, g, dtype, alignment, handle, fused_bias);
+  const std::shared_ptr<Graph> graph = build_graph(direction, g, dtype, alignment, handle, fused_bias, epilogue);
   if (!graph) return plans;
   const bool tf32 = allow_tf32();
   // Mode A ranks the engines cuDNN expects to be fastest; the fallback mode lists engines that support nearly
@@ -369,10 +389,10 @@ std::vector<std::shared_ptr<const CudnnConvPlan>> cudnn_conv_plans(ConvDirection
 
 std::vector<std::shared_ptr<const CudnnConvPlan>> cudnn_conv_bias_plans(const ConvGeometry& g, DType dtype,
                                                                         const ConvAlignment& alignment, int device,
-                                                                        int max_plans) {
+                                                                        int max_plans, ConvEpilogue epilogue) {
   // Fusion support varies between cuDNN versions and problems: any rejection simply means no fused plan.
   try {
-    return plans_for(ConvDirection::forward, g, dtype, alignment, device, max_plans, true);
+    return plans_for(ConvDirection::forward, g, dtype, alignment, device, max_plans, true, epilogue);
   } catch (const Error&) {
     return {};
   }

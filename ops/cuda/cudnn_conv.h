@@ -36,10 +36,14 @@ std::vector<std::shared_ptr<const CudnnConvPlan>> cudnn_conv_plans(ConvDirection
                                                                    DType dtype, const ConvAlignment& alignment,
                                                                    int device, int max_plans);
 
-// Plans for the forward convolution with + bias[Cout] fused into its epilogue (one pass over y instead of two),
-// where cuDNN has such an engine for the problem; empty otherwise.
+// What a fused forward plan applies to the convolution's fp32 result before rounding it into y.
+enum class ConvEpilogue { bias, bias_relu, bias_silu };
+
+// Plans for the forward convolution with + bias[Cout] (and optionally an activation) fused into its epilogue (one
+// pass over y instead of two or three), where cuDNN has such an engine for the problem; empty otherwise.
 std::vector<std::shared_ptr<const CudnnConvPlan>> cudnn_conv_bias_plans(const ConvGeometry& g, DType dtype,
                                                                         const ConvAlignment& alignment, int device,
-                                                                        int max_plans);
+                                                                        int max_plans,
+                                                                        ConvEpilogue epilogue = ConvEpilogue::bias);
 
 }  // namespace dcae::ops::cuda

@@ -5,6 +5,7 @@
 // re-reading the row). The backward is in row_norm_backward.cu.
 #include "core/tensor/cuda/kernel_util.cuh"
 #include "ops/cuda/math.cuh"
+#include "ops/cuda/fused_residual.h"
 #include "ops/cuda/norm.h"
 #include "ops/cuda/row_norm_common.cuh"
 
@@ -19,7 +20,7 @@ namespace {
 template <typename T, int kPacks>
 __global__ void __launch_bounds__(kWarpBlockThreads)
     row_norm_forward_warp_kernel(const T* __restrict__ x, const T* __restrict__ weight, const T* __restrict__ bias,
-                                 T* __restrict__ y, ComputeT<T>* __restrict__ mean_out,
+                                 const T* __restrict__ residual, T* __restrict__ y, ComputeT<T>* __restrict__ mean_out,
                                  ComputeT<T>* __restrict__ rstd_out, int64_t rows, int channels, ComputeT<T> eps,
                                  bool center) {
   using C = ComputeT<T>;
@@ -70,9 +71,14 @@ __global__ void __launch_bounds__(kWarpBlockThreads)
         C w[kVec], b[kVec];
         load_param_pack<T, kVec>(weight, i, C(1), w);
         load_param_pack<T, kVec>(bias, i, C(0), b);
+        C r[kVec];
+        if (residual != nullptr) load_param_pack<T, kVec>(residual + row * channels, i, C(0), r);
         V out;
 #pragma unroll
-        for (int k = 0; k < kVec; ++k) out.v[k] = from_compute<T>((vals[p][k] - mu) * rs * w[k] + b[k]);
+        for (int k = 0; k < kVec; ++k) {
+          const C normed = (vals[p][k] - mu) * rs * w[k] + b[k];
+          out.v[k] = from_compute<T>(residual != nullptr ? normed + r[k] : normed);
+        }
         yr[i] = out;
       }
     }
@@ -86,7 +92,8 @@ __global__ void __launch_bounds__(kWarpBlockThreads)
 // Scalar path: a row per warp (blockDim (32, kRowsPerBlock)) or per block (blockDim (256, 1)), re-reading the row.
 template <typename T>
 __global__ void row_norm_forward_generic_kernel(const T* __restrict__ x, const T* __restrict__ weight,
-                                                const T* __restrict__ bias, T* __restrict__ y,
+                                                const T* __restrict__ bias, const T* __restrict__ residual,
+                                                T* __restrict__ y,
                                                 ComputeT<T>* __restrict__ mean_out, ComputeT<T>* __restrict__ rstd_out,
                                                 int64_t rows, int64_t channels, ComputeT<T> eps, bool center) {
   using C = ComputeT<T>;
@@ -108,8 +115,11 @@ __global__ void row_norm_forward_generic_kernel(const T* __restrict__ x, const T
     }
     const C rs = C(1) / math::sqrt(row_group_sum(squares, scratch) * inv_count + eps);
     T* yr = y + row * channels;
-    for (int64_t c = threadIdx.x; c < channels; c += blockDim.x)
-      yr[c] = from_compute<T>((to_compute(xr[c]) - mu) * rs * param_or(weight, c, C(1)) + param_or(bias, c, C(0)));
+    const T* rr = residual != nullptr ? residual + row * channels : nullptr;
+    for (int64_t c = threadIdx.x; c < channels; c += blockDim.x) {
+      const C normed = (to_compute(xr[c]) - mu) * rs * param_or(weight, c, C(1)) + param_or(bias, c, C(0));
+      yr[c] = from_compute<T>(rr != nullptr ? normed + to_compute(rr[c]) : normed);
+    }
     if (threadIdx.x == 0) {
       rstd_out[row] = rs;
       if (center) mean_out[row] = mu;
@@ -119,10 +129,14 @@ __global__ void row_norm_forward_generic_kernel(const T* __restrict__ x, const T
 
 }  // namespace
 
-Tensor row_norm_forward(const Tensor& x_in, const Tensor& weight_in, const Tensor& bias_in, double eps, bool center,
-                        Tensor& mean, Tensor& rstd) {
+namespace {
+
+// row_norm_forward, plus `residual` (same shape as x, or undefined) added to the normalised rows in the same pass.
+Tensor row_norm_forward_impl(const Tensor& x_in, const Tensor& weight_in, const Tensor& bias_in, double eps,
+                             bool center, const Tensor& residual_in, Tensor& mean, Tensor& rstd) {
   const char* op = center ? "layer_norm" : "rms_norm";
   const Tensor x = x_in.contiguous();
+  const Tensor residual = residual_in.defined() ? residual_in.contiguous() : Tensor();
   check_parameter(op, weight_in, x);
   check_parameter(op, bias_in, x);
   const Tensor weight = weight_in.defined() ? weight_in.contiguous() : Tensor();
@@ -141,25 +155,41 @@ Tensor row_norm_forward(const Tensor& x_in, const Tensor& weight_in, const Tenso
     const T* px = static_cast<const T*>(x.raw_data());
     const T* pw = weight.defined() ? static_cast<const T*>(weight.raw_data()) : nullptr;
     const T* pb = bias.defined() ? static_cast<const T*>(bias.raw_data()) : nullptr;
+    const T* pr = residual.defined() ? static_cast<const T*>(residual.raw_data()) : nullptr;
     T* py = static_cast<T*>(out.raw_data());
     C* pmean = center ? static_cast<C*>(mean.raw_data()) : nullptr;
     C* prstd = static_cast<C*>(rstd.raw_data());
     constexpr int kVec = Vec16<T>::kCount;
     const int64_t lane_packs = (channels / kVec + kWarp - 1) / kWarp;
-    if (channels % kVec == 0 && lane_packs <= kMaxPacks && all_aligned({&x, &weight, &bias, &out})) {
+    if (channels % kVec == 0 && lane_packs <= kMaxPacks && all_aligned({&x, &weight, &bias, &residual, &out})) {
       visit_packs(lane_packs, [&]<int kPacks>() {
         row_norm_forward_warp_kernel<T, kPacks><<<grid_for(rows, kRowsPerBlock), dim3(kWarp, kRowsPerBlock), 0,
-                                                  stream>>>(px, pw, pb, py, pmean, prstd, rows,
+                                                  stream>>>(px, pw, pb, pr, py, pmean, prstd, rows,
                                                             static_cast<int>(channels), static_cast<C>(eps), center);
       });
       check_launch("row_norm_forward_warp_kernel");
     } else {
       row_norm_forward_generic_kernel<T><<<generic_grid(rows, channels), generic_block(channels), 0, stream>>>(
-          px, pw, pb, py, pmean, prstd, rows, channels, static_cast<C>(eps), center);
+          px, pw, pb, pr, py, pmean, prstd, rows, channels, static_cast<C>(eps), center);
       check_launch("row_norm_forward_generic_kernel");
     }
   });
   return out;
+}
+
+}  // namespace
+
+Tensor row_norm_forward(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps, bool center,
+                        Tensor& mean, Tensor& rstd) {
+  return row_norm_forward_impl(x, weight, bias, eps, center, Tensor(), mean, rstd);
+}
+
+Tensor add_rms_norm_forward(const Tensor& residual, const Tensor& x, const Tensor& weight, const Tensor& bias,
+                            double eps) {
+  DCAE_CHECK(residual.shape() == x.shape() && residual.dtype() == x.dtype() && residual.device() == x.device(),
+             "add_rms_norm: residual ", residual.str(), " must match x ", x.str());
+  Tensor mean, rstd;
+  return row_norm_forward_impl(x, weight, bias, eps, /*center=*/false, residual, mean, rstd);
 }
 
 }  // namespace dcae::ops::cuda

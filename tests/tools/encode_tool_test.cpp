@@ -212,6 +212,10 @@ TEST(EncodeTool, BadInputsAreOneLineErrors) {
   EXPECT_NE(run.exit_code, 0);
   EXPECT_NE(run.output.find("--batch must be positive"), std::string::npos) << run.output;
 
+  run = run_encode(base + " --model-dir '" + model_dir + "' --cuda-graph", scratch);  // --device defaults to cpu
+  EXPECT_NE(run.exit_code, 0);
+  EXPECT_NE(run.output.find("--cuda-graph needs --device cuda"), std::string::npos) << run.output;
+
   std::ofstream(fs::path(shards) / "shard-00001.h5", std::ios::app) << "tampered";
   run = run_encode(base + " --model-dir '" + model_dir + "'", scratch);
   EXPECT_NE(run.exit_code, 0);

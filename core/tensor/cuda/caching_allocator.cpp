@@ -27,6 +27,7 @@ std::string format_bytes(size_t bytes) {
 }  // namespace
 
 bool CachingAllocator::BlockOrder::operator()(const Block* a, const Block* b) const {
+  if (a->pool != b->pool) return a->pool < b->pool;
   if (a->stream != b->stream) return std::less<StreamHandle>()(a->stream, b->stream);
   if (a->size != b->size) return a->size < b->size;
   return std::less<char*>()(a->ptr, b->ptr);
@@ -61,16 +62,17 @@ void* CachingAllocator::allocate(size_t nbytes) {
   const size_t size = round_size(nbytes);
   const bool small = size <= kSmallRequest;
   const StreamHandle stream = api_->current_stream();
+  const uint64_t pool_id = capture_pool_of(stream);
   Pool& pool = pool_for(small);
 
-  Block* block = find_free_block(pool, stream, size);
-  if (block == nullptr) block = new_segment(size, small, stream);
-  if (block == nullptr) {
+  Block* block = find_free_block(pool, pool_id, stream, size);
+  if (block == nullptr) block = new_segment(size, small, pool_id, stream);
+  if (block == nullptr && capturing_.empty()) {
     // Out of device memory: give the cache back to the driver and try once more.
     ++stats_.cache_flushes;
     process_pending_frees(/*wait=*/true);
     release_cached_segments();
-    block = new_segment(size, small, stream);
+    block = new_segment(size, small, pool_id, stream);
   }
   if (block == nullptr) fail_out_of_memory(nbytes, size);
 
@@ -87,12 +89,20 @@ void* CachingAllocator::allocate(size_t nbytes) {
   return block->ptr;
 }
 
-CachingAllocator::Block* CachingAllocator::find_free_block(Pool& pool, StreamHandle stream, size_t size) {
+uint64_t CachingAllocator::capture_pool_of(StreamHandle stream) const {
+  if (capturing_.empty()) return 0;
+  auto it = capturing_.find(stream);
+  return it == capturing_.end() ? 0 : it->second;
+}
+
+CachingAllocator::Block* CachingAllocator::find_free_block(Pool& pool, uint64_t pool_id, StreamHandle stream,
+                                                           size_t size) {
   Block key;
+  key.pool = pool_id;
   key.stream = stream;
   key.size = size;
   auto it = pool.lower_bound(&key);
-  if (it == pool.end() || (*it)->stream != stream) return nullptr;
+  if (it == pool.end() || (*it)->pool != pool_id || (*it)->stream != stream) return nullptr;
   Block* block = *it;
   pool.erase(it);
   return block;
@@ -103,7 +113,8 @@ void* CachingAllocator::try_device_malloc(size_t bytes) {
   return api_->malloc(bytes);
 }
 
-CachingAllocator::Block* CachingAllocator::new_segment(size_t rounded, bool small, StreamHandle stream) {
+CachingAllocator::Block* CachingAllocator::new_segment(size_t rounded, bool small, uint64_t pool_id,
+                                                       StreamHandle stream) {
   size_t bytes = caching_ ? segment_size(rounded) : rounded;
   void* ptr = try_device_malloc(bytes);
   if (ptr == nullptr && bytes > rounded) {  // a tight fit may still be there when the padded segment is not
@@ -116,6 +127,7 @@ CachingAllocator::Block* CachingAllocator::new_segment(size_t rounded, bool smal
   stats_.reserved_bytes += bytes;
   stats_.peak_reserved_bytes = std::max(stats_.peak_reserved_bytes, stats_.reserved_bytes);
   auto* block = new Block;
+  block->pool = pool_id;
   block->stream = stream;
   block->ptr = static_cast<char*>(ptr);
   block->size = bytes;
@@ -129,6 +141,7 @@ void CachingAllocator::split(Block* block, size_t size, Pool& pool) {
   const bool worth_it = block->small ? remaining >= kRound : remaining > kSmallRequest;
   if (!worth_it) return;
   auto* rest = new Block;
+  rest->pool = block->pool;
   rest->stream = block->stream;
   rest->ptr = block->ptr + size;
   rest->size = remaining;
@@ -155,6 +168,12 @@ void CachingAllocator::deallocate(void* ptr, size_t) {
     --stats_.active_blocks;
     stats_.allocated_bytes -= block->size;
     stats_.requested_bytes -= block->requested;
+    if (!capturing_.empty()) {
+      // A capture is under way: the graph may use this block at replay, so only the graph may reuse it.
+      if (block->pool == 0) block->pool = capturing_.begin()->second;
+    } else if (block->pool != 0 && !live_pools_.contains(block->pool)) {
+      block->pool = 0;  // its graph is gone
+    }
     if (block->other_streams.empty()) {
       free_block(block);
       if (!caching_) release_cached_segments();
@@ -187,7 +206,10 @@ void CachingAllocator::free_block(Block* block) {
   block->allocated = false;
   Pool& pool = pool_for(block->small);
   // Merge with free neighbours of the same segment (blocks waiting on events count as in use).
-  const auto free_neighbour = [](Block* b) { return b != nullptr && !b->allocated && b->pending_events == 0; };
+  const uint64_t pool_id = block->pool;  // blocks of different pools never merge
+  const auto free_neighbour = [pool_id](Block* b) {
+    return b != nullptr && !b->allocated && b->pending_events == 0 && b->pool == pool_id;
+  };
   if (free_neighbour(block->prev)) {
     Block* prev = block->prev;
     pool.erase(prev);
@@ -220,6 +242,7 @@ void CachingAllocator::process_pending_frees(bool wait) {
     it = pending_.erase(it);
     // pending blocks are still marked allocated so that neighbours do not merge into them
     if (--block->pending_events == 0) {
+      if (block->pool != 0 && !live_pools_.contains(block->pool)) block->pool = 0;  // its graph is gone
       free_block(block);
       if (!caching_) release_cached_segments();
     }
@@ -231,7 +254,7 @@ void CachingAllocator::release_cached_segments() {
   for (Pool* pool : {&small_pool_, &large_pool_}) {
     for (auto it = pool->begin(); it != pool->end();) {
       Block* block = *it;
-      if (block->prev != nullptr || block->next != nullptr) {  // part of a segment still in use
+      if (block->prev != nullptr || block->next != nullptr || block->pool != 0) {  // in use, or a graph's
         ++it;
         continue;
       }
@@ -258,6 +281,8 @@ void* CachingAllocator::take_event() {
 
 void CachingAllocator::empty_cache() {
   std::lock_guard<std::mutex> lock(mutex_);
+  DCAE_CHECK(capturing_.empty(), "empty_cache on cuda:", device_,
+             " while a CUDA graph is being captured: returning memory to the driver synchronises the device");
   process_pending_frees(/*wait=*/true);
   release_cached_segments();
 }
@@ -272,6 +297,47 @@ void CachingAllocator::fail_out_of_memory(size_t nbytes, size_t rounded) {
             " rounded); this process holds ", format_bytes(stats_.reserved_bytes), " (", format_bytes(stats_.allocated_bytes),
             " in live tensors, the rest cached); the device has ", format_bytes(free_bytes), " free of ",
             format_bytes(total_bytes), limit.str());
+}
+
+void CachingAllocator::begin_capture_pool(StreamHandle stream, uint64_t pool) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  DCAE_CHECK(pool != 0, "begin_capture_pool: pool 0 is the ordinary cache; a graph's pool id must be > 0");
+  DCAE_CHECK(!capturing_.contains(stream), "begin_capture_pool: stream ", static_cast<void*>(stream), " of cuda:",
+             device_, " is already capturing into pool ", capturing_[stream]);
+  capturing_[stream] = pool;
+  live_pools_.insert(pool);
+}
+
+void CachingAllocator::end_capture_pool(StreamHandle stream) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  capturing_.erase(stream);
+}
+
+void CachingAllocator::release_pool(uint64_t pool) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  live_pools_.erase(pool);
+  for (Pool* cache : {&small_pool_, &large_pool_}) {
+    std::vector<Block*> freed;
+    for (Block* block : *cache)
+      if (block->pool == pool) freed.push_back(block);
+    for (Block* block : freed) {
+      cache->erase(block);
+      block->pool = 0;
+      free_block(block);  // merges with ordinary free neighbours
+    }
+  }
+}
+
+size_t CachingAllocator::pool_reserved_bytes(uint64_t pool) const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  size_t bytes = 0;
+  const auto count = [&](const Block* block) {
+    if (block->pool == pool) bytes += block->size;
+  };
+  for (const Pool* cache : {&small_pool_, &large_pool_})
+    for (const Block* block : *cache) count(block);
+  for (const auto& [ptr, block] : active_) count(block);
+  return bytes;
 }
 
 AllocatorStats CachingAllocator::stats() const {

@@ -9,6 +9,11 @@
 // When the driver has no memory left, the cache is released to the driver and the request retried once; then an
 // out-of-memory error says how much was asked, how much this process holds, and how much the device has free.
 //
+// CUDA graphs get private pools: while a stream is registered for capture (begin_capture_pool), its requests are
+// served from and returned to blocks of that pool only, and blocks freed by anyone during the capture join the pool
+// (the graph may still use them at replay). A pool's blocks never serve ordinary requests until release_pool (the
+// graph is gone); then its free blocks rejoin the ordinary cache.
+//
 // The block logic talks to the device only through DeviceMemoryApi, so tests can drive it with a host fake.
 #pragma once
 #include <cstddef>
@@ -80,6 +85,15 @@ class CachingAllocator final : public Allocator {
   // Returns every unused cached segment to the driver (waits for pending cross-stream frees first).
   void empty_cache();
 
+  // Private pools of CUDA graphs (`pool` > 0, unique per graph). From begin_capture_pool until end_capture_pool,
+  // requests made on `stream` are served from `pool`, and every block freed meanwhile joins `pool`.
+  void begin_capture_pool(StreamHandle stream, uint64_t pool);
+  void end_capture_pool(StreamHandle stream);
+  // The graph of `pool` is gone: its free blocks rejoin the ordinary cache, its live ones do when they are freed.
+  void release_pool(uint64_t pool);
+  // Bytes in segments of `pool` (live and free).
+  size_t pool_reserved_bytes(uint64_t pool) const;
+
   AllocatorStats stats() const;
   void reset_peak_stats();
   // Caps reserved memory at `bytes` (0 = no cap): a request that would pass it behaves as a driver out-of-memory.
@@ -96,6 +110,7 @@ class CachingAllocator final : public Allocator {
 
  private:
   struct Block {
+    uint64_t pool = 0;  // 0: the ordinary cache; else the private pool of a CUDA graph
     StreamHandle stream = nullptr;
     char* ptr = nullptr;
     size_t size = 0;
@@ -107,7 +122,7 @@ class CachingAllocator final : public Allocator {
     Block* next = nullptr;
     std::vector<StreamHandle> other_streams;
   };
-  struct BlockOrder {  // by stream, then size, then address: lower_bound finds the best fit of a stream
+  struct BlockOrder {  // by pool, stream, size, address: lower_bound finds the best fit of a pool and stream
     bool operator()(const Block* a, const Block* b) const;
   };
   using Pool = std::set<Block*, BlockOrder>;
@@ -117,8 +132,9 @@ class CachingAllocator final : public Allocator {
   };
 
   Pool& pool_for(bool small) { return small ? small_pool_ : large_pool_; }
-  Block* find_free_block(Pool& pool, StreamHandle stream, size_t size);
-  Block* new_segment(size_t rounded, bool small, StreamHandle stream);
+  Block* find_free_block(Pool& pool, uint64_t pool_id, StreamHandle stream, size_t size);
+  Block* new_segment(size_t rounded, bool small, uint64_t pool_id, StreamHandle stream);
+  uint64_t capture_pool_of(StreamHandle stream) const;  // 0 when `stream` is not capturing
   void* try_device_malloc(size_t bytes);
   void split(Block* block, size_t size, Pool& pool);
   void free_block(Block* block);
@@ -135,6 +151,8 @@ class CachingAllocator final : public Allocator {
   std::deque<PendingFree> pending_;
   std::vector<void*> spare_events_;
   AllocatorStats stats_;
+  std::unordered_map<StreamHandle, uint64_t> capturing_;  // streams under capture -> their pool
+  std::set<uint64_t> live_pools_;
   size_t limit_ = 0;
   bool caching_ = true;
   bool poison_ = false;

@@ -6,6 +6,7 @@
 #include <mutex>
 #include <vector>
 
+#include "core/tensor/cuda/capture_state.h"
 #include "core/tensor/cuda/copy_kernels.h"
 
 namespace dcae::cuda {
@@ -157,11 +158,18 @@ void copy_strided(const Tensor& dst, const Tensor& src) {
   if (dst.numel() == 0) return;
   const Device to = dst.device(), from = src.device();
   if (to.is_cuda() && from.is_cuda()) {
-    if (to == from) copy_on_device(dst, src);
-    else copy_between_devices(dst, src);
+    if (to == from) {
+      copy_on_device(dst, src);
+    } else {
+      check_not_capturing(from.index, "a copy between GPUs (it waits on the host)");
+      copy_between_devices(dst, src);
+    }
   } else if (to.is_cuda()) {
+    // A captured copy would read the host buffer again at every replay, long after it was freed or changed.
+    check_not_capturing(to.index, "a copy from host memory to the GPU");
     copy_host_to_device(dst, src);
   } else {
+    check_not_capturing(from.index, "a copy from the GPU to host memory (.item(), .to(cpu), to_vector)");
     copy_device_to_host(dst, src);
   }
 }

@@ -5,6 +5,7 @@
 #include <optional>
 #include <vector>
 
+#include "core/tensor/cuda/capture_state.h"
 #include "core/tensor/cuda/check.h"
 #include "core/tensor/error.h"
 
@@ -93,6 +94,7 @@ bool Stream::query() const {
 }
 
 void Stream::synchronize() const {
+  check_not_capturing(device_, "Stream::synchronize (cudaStreamSynchronize waits on the host)");
   DeviceGuard guard(device_);
   DCAE_CUDA_CHECK(cudaStreamSynchronize(handle_));
 }
@@ -101,6 +103,25 @@ void Stream::wait(const Event& event) const {
   if (!event.recorded()) return;
   DeviceGuard guard(device_);
   DCAE_CUDA_CHECK(cudaStreamWaitEvent(handle_, event.handle(), 0));
+}
+
+namespace {
+// Devices on which this thread is capturing a CUDA graph (bit per device).
+thread_local uint64_t capturing_devices = 0;
+}  // namespace
+
+bool capture_underway(int device) { return device >= 0 && device < 64 && ((capturing_devices >> device) & 1u) != 0; }
+
+void check_not_capturing(int device, const char* what) {
+  DCAE_CHECK(!capture_underway(device), what, " is not allowed while a CUDA graph is being captured on cuda:", device,
+             ": nothing inside a capture may wait on the host or move data between host and GPU (copy inputs into ",
+             "static device tensors before replay, read outputs after it)");
+}
+
+void detail::set_capture_underway(int device, bool underway) {
+  DCAE_CHECK(device >= 0 && device < 64, "CUDA graph capture supports devices 0..63, not cuda:", device);
+  if (underway) capturing_devices |= uint64_t{1} << device;
+  else capturing_devices &= ~(uint64_t{1} << device);
 }
 
 namespace {
@@ -172,6 +193,7 @@ bool Event::query() const {
 }
 
 void Event::synchronize() const {
+  if (device_ >= 0) check_not_capturing(device_, "Event::synchronize (cudaEventSynchronize waits on the host)");
   if (handle_ != nullptr) DCAE_CUDA_CHECK(cudaEventSynchronize(handle_));
 }
 
