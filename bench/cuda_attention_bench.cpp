@@ -6,7 +6,8 @@
 //   these rows.
 // Forward and backward. Prints the table of bench/cuda_bench_timing.h; bench/torch_norm_attention_peer.py prints PyTorch's.
 // `--probe` prints what cuDNN answers for the SDPA graphs at the bench shapes and a few odd ones (engines offered,
-// which finalize, workspace, errors) and how far its results are from ours.
+// which finalize, workspace, errors) and how far its results are from ours. `--crossover` times both at 64 to 256
+// tokens (where the automatic choice switches).
 #include <cmath>
 #include <cstdio>
 #include <string>
@@ -70,6 +71,34 @@ void softmax_attention() {
           ops::cuda::set_attention_backend(previous);
         }
       }
+}
+
+// Where cuDNN starts to beat our kernels (kCudnnAttentionMinKeys): both at token counts from 64 to 256, bf16.
+void crossover() {
+  using ops::cuda::AttentionBackend;
+  const int64_t batch = 32, heads = 16;
+  for (int64_t head_dim : {72, 64})
+    for (int64_t tokens : {64, 96, 128, 160, 192, 256}) {
+      const Shape shape = {batch, heads, tokens, head_dim};
+      const std::string name = shape_str(shape) + " bf16";
+      const Tensor q = bench::gpu_randn(shape, 3), k = bench::gpu_randn(shape, 4), v = bench::gpu_randn(shape, 5);
+      const Tensor g = bench::gpu_randn(shape, 6);
+      const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim));
+      const double flops = 4.0 * batch * heads * static_cast<double>(tokens) * tokens * head_dim;
+      const double elements = static_cast<double>(shape_numel(shape));
+      for (AttentionBackend backend : {AttentionBackend::own, AttentionBackend::cudnn}) {
+        const AttentionBackend previous = ops::cuda::set_attention_backend(backend);
+        const double forward = bench::median_ms([&] { ops::scaled_dot_product_attention(q, k, v); });
+        bench::print_row("sdpa fwd", name, forward, flops, 4 * elements * 2, ops::cuda::last_attention_kernels());
+        Tensor lse;
+        const Tensor out = ops::cuda::attention_forward(q, k, v, Tensor(), scale, lse);
+        const double backward = bench::median_ms(
+            [&] { ops::cuda::attention_backward(g, q, k, v, Tensor(), scale, lse, out, false); });
+        bench::print_row("sdpa bwd", name, backward, 2.5 * flops, 8 * elements * 2,
+                         ops::cuda::last_attention_kernels());
+        ops::cuda::set_attention_backend(previous);
+      }
+    }
 }
 
 // Relative L2 distance between two tensors of one shape (as doubles on the host).
@@ -172,6 +201,11 @@ int main(int argc, char** argv) {
   const bool sdpa_only = argc > 1 && std::string(argv[1]) == "--sdpa";
   if (argc > 1 && std::string(argv[1]) == "--probe") {
     dcae::probe();
+    return 0;
+  }
+  if (argc > 1 && std::string(argv[1]) == "--crossover") {
+    dcae::bench::print_header();
+    dcae::crossover();
     return 0;
   }
   dcae::bench::print_header();
