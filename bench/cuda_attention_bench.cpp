@@ -73,7 +73,7 @@ void softmax_attention() {
       }
 }
 
-// Where cuDNN starts to beat our kernels (kCudnnAttentionMinKeys): both at token counts from 64 to 256, bf16.
+// Where cuDNN starts to beat our kernels (kCudnnAttention{Forward,Backward}MinKeys): both from 64 to 256 tokens, bf16.
 void crossover() {
   using ops::cuda::AttentionBackend;
   const int64_t batch = 32, heads = 16;

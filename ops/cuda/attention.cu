@@ -59,7 +59,7 @@ Tensor attention_forward(const Tensor& q_in, const Tensor& k_in, const Tensor& v
                          double scale, Tensor& logsumexp) {
   const DType dtype = q_in.dtype(), compute = compute_dtype(dtype);
   AttentionParams p = shape_params(q_in, v_in, scale);
-  const bool try_cudnn = cudnn_attention_wanted(p, dtype, mask_in.defined());
+  const bool try_cudnn = cudnn_attention_wanted(p, dtype, mask_in.defined(), false);
   const bool use_mma = mma_attention_supported(dtype, p.d, p.dv_dim);
   const bool rows_16b = use_mma || try_cudnn;
   const Tensor q = operand(q_in, rows_16b), k = operand(k_in, rows_16b), v = operand(v_in, rows_16b);
@@ -94,7 +94,7 @@ std::vector<Tensor> attention_backward(const Tensor& grad_in, const Tensor& q_in
                                        const Tensor& logsumexp_in, const Tensor& out_in, bool want_scores) {
   const DType dtype = q_in.dtype(), compute = compute_dtype(dtype);
   AttentionParams p = shape_params(q_in, v_in, scale);
-  const bool try_cudnn = cudnn_attention_wanted(p, dtype, mask_in.defined() || want_scores);
+  const bool try_cudnn = cudnn_attention_wanted(p, dtype, mask_in.defined() || want_scores, true);
   const bool use_mma = mma_attention_supported(dtype, p.d, p.dv_dim);
   const bool rows_16b = use_mma || try_cudnn;
   const Tensor q = operand(q_in, rows_16b), k = operand(k_in, rows_16b), v = operand(v_in, rows_16b);

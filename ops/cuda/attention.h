@@ -29,11 +29,13 @@ std::vector<Tensor> attention_backward(const Tensor& grad, const Tensor& q, cons
                                        bool want_scores);
 
 // Where scaled dot-product attention asks cuDNN's fused flash attention (bf16/f16, no mask, no dscores, head
-// sizes multiples of 8): `automatic` from kCudnnAttentionMinKeys keys on, where cuDNN's Hopper kernels beat ours
-// (bench/results/h200_sdpa.md), `cudnn` at every size (tests, benchmarks), `own` never. Wherever cuDNN is not asked
-// or has no engine for the problem, our kernels run. DCAE_ATTENTION_BACKEND=auto|cudnn|own sets it at start-up.
+// sizes multiples of 8): `automatic` where cuDNN's Hopper kernels beat ours on an H200 (bench/results/h200_sdpa.md:
+// the forward from 192 keys on, the backward from 128), `cudnn` at every size (tests, benchmarks), `own` never.
+// Wherever cuDNN is not asked or has no engine for the problem, our kernels run. DCAE_ATTENTION_BACKEND=auto|cudnn|own
+// sets it at start-up.
 enum class AttentionBackend { automatic, cudnn, own };
-constexpr int64_t kCudnnAttentionMinKeys = 256;
+constexpr int64_t kCudnnAttentionForwardMinKeys = 192;
+constexpr int64_t kCudnnAttentionBackwardMinKeys = 128;
 AttentionBackend attention_backend();
 AttentionBackend set_attention_backend(AttentionBackend backend);  // returns the previous setting
 

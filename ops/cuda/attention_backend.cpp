@@ -41,10 +41,11 @@ namespace attention_detail {
 
 void set_last_attention_kernels(std::string kernels) { t_last_kernels = std::move(kernels); }
 
-bool cudnn_attention_wanted(const AttentionParams& p, DType dtype, bool masked_or_scores) {
+bool cudnn_attention_wanted(const AttentionParams& p, DType dtype, bool masked_or_scores, bool backward) {
   const AttentionBackend backend = attention_backend();
   if (backend == AttentionBackend::own || masked_or_scores || !cudnn_attention_expressible(p, dtype)) return false;
-  return backend == AttentionBackend::cudnn || p.lk >= kCudnnAttentionMinKeys;
+  return backend == AttentionBackend::cudnn ||
+         p.lk >= (backward ? kCudnnAttentionBackwardMinKeys : kCudnnAttentionForwardMinKeys);
 }
 
 }  // namespace attention_detail

@@ -59,9 +59,10 @@ void mma_attention_forward(const AttentionParams& p, DType dtype, ::dcae::cuda::
 void mma_attention_backward(const AttentionParams& p, DType dtype, ::dcae::cuda::StreamHandle stream);
 int64_t mma_backward_padded_rows(int64_t lq);
 
-// attention_backend.cpp: whether to ask cuDNN for a problem of `p`'s sizes and `dtype` (p.mask and p.dscores not
-// yet set: `masked_or_scores` says whether there is a mask or dscores are wanted), under attention_backend().
-bool cudnn_attention_wanted(const AttentionParams& p, DType dtype, bool masked_or_scores);
+// attention_backend.cpp: whether to ask cuDNN for the forward or backward of a problem of `p`'s sizes and `dtype`
+// (p.mask and p.dscores not yet set: `masked_or_scores` says whether there is a mask or dscores are wanted), under
+// attention_backend().
+bool cudnn_attention_wanted(const AttentionParams& p, DType dtype, bool masked_or_scores, bool backward);
 // Records what last_attention_kernels() reports for this thread.
 void set_last_attention_kernels(std::string kernels);
 

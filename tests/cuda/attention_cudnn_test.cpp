@@ -160,17 +160,23 @@ TEST_F(CudnnAttention, FallsBackWhereCudnnHasNoEngine) {
   if (cudnn_version() < 91600) EXPECT_EQ(kernels.backward_out_given, "mma");
 }
 
-// Automatic: our kernels below kCudnnAttentionMinKeys keys, cuDNN from there on.
+// Automatic: our kernels below kCudnnAttention{Forward,Backward}MinKeys keys, cuDNN from there on.
 TEST_F(CudnnAttention, AutomaticChoosesBySize) {
   const AttentionBackendScope scope(AttentionBackend::automatic);
-  for (int64_t keys : {64, 256}) {
+  for (int64_t keys : {64, 128, 256}) {
     const Tensor q = random_tensor({2, 4, 64, 64}, 50, DType::bf16).to(gpu());
     const Tensor k = random_tensor({2, 4, keys, 64}, 51, DType::bf16).to(gpu());
+    const Tensor g = random_tensor({2, 4, 64, 64}, 52, DType::bf16).to(gpu());
     Tensor lse;
-    DCAE_KERNEL(gpu(), attention_forward, q, k, k, Tensor(), 0.125, lse);
+    const Tensor out = DCAE_KERNEL(gpu(), attention_forward, q, k, k, Tensor(), 0.125, lse);
 #ifdef DCAE_WITH_CUDA
-    const bool want_cudnn = keys >= ops::cuda::kCudnnAttentionMinKeys;
-    EXPECT_EQ(ran_cudnn(), want_cudnn) << keys << " keys ran " << last_attention_kernels();
+    EXPECT_EQ(ran_cudnn(), keys >= ops::cuda::kCudnnAttentionForwardMinKeys)
+        << keys << " keys, forward ran " << last_attention_kernels();
+#endif
+    DCAE_KERNEL(gpu(), attention_backward, g, q, k, k, Tensor(), 0.125, lse, out, false);
+#ifdef DCAE_WITH_CUDA
+    EXPECT_EQ(ran_cudnn(), keys >= ops::cuda::kCudnnAttentionBackwardMinKeys)
+        << keys << " keys, backward ran " << last_attention_kernels();
 #endif
   }
 }
