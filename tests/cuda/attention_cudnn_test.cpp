@@ -52,14 +52,18 @@ int64_t cudnn_version() {
 TEST_F(CudnnAttention, RunsWhereItCanAndMatchesCpu) {
   const AttentionBackendScope scope(AttentionBackend::cudnn);
   const std::vector<Case> cases = {
-      {2, 3, 256, 256, 72, 72}, {1, 2, 70, 128, 64, 64}, {1, 2, 200, 384, 128, 128}, {2, 2, 128, 256, 32, 32},
+      {2, 3, 256, 256, 72, 72},
+      {1, 2, 70, 128, 64, 64},
+      {1, 2, 200, 384, 128, 128},
+      {2, 2, 128, 256, 32, 32},
   };
   for (const Case& c : cases) {
     for (DType dtype : {DType::bf16, DType::f16}) {
       const std::string what = describe(c) + " " + dtype_name(dtype);
       const testing::CaseKernels kernels = check_case(c, dtype, Tensor(), 1.0 / std::sqrt(double(c.d)), what);
       EXPECT_EQ(kernels.forward.rfind("cudnn", 0), 0u) << what << " forward ran " << kernels.forward;
-      EXPECT_EQ(kernels.backward_out_given.rfind("cudnn", 0), 0u) << what << " backward ran " << kernels.backward_out_given;
+      EXPECT_EQ(kernels.backward_out_given.rfind("cudnn", 0), 0u)
+          << what << " backward ran " << kernels.backward_out_given;
       EXPECT_EQ(kernels.backward_out_recomputed.rfind("cudnn", 0), 0u)
           << what << " backward (out recomputed) ran " << kernels.backward_out_recomputed;
     }
@@ -85,11 +89,14 @@ TEST_F(CudnnAttention, ForwardAndBackwardMixAcrossImplementations) {
     const double scale = 0.125;
     Tensor cpu_lse;
     const Tensor cpu_out = ops::cpu::attention_forward(q, k, v, Tensor(), scale, cpu_lse);
-    const std::vector<Tensor> cpu_grads = ops::cpu::attention_backward(g, q, k, v, Tensor(), scale, cpu_lse, cpu_out, false);
+    const std::vector<Tensor> cpu_grads =
+        ops::cpu::attention_backward(g, q, k, v, Tensor(), scale, cpu_lse, cpu_out, false);
     for (const auto& [forward_backend, backward_backend] :
-         {std::pair{AttentionBackend::cudnn, AttentionBackend::own}, std::pair{AttentionBackend::own, AttentionBackend::cudnn}}) {
+         {std::pair{AttentionBackend::cudnn, AttentionBackend::own},
+          std::pair{AttentionBackend::own, AttentionBackend::cudnn}}) {
       const bool cudnn_first = forward_backend == AttentionBackend::cudnn;
-      const std::string what = std::string(dtype_name(dtype)) + (cudnn_first ? " cuDNN forward, own backward" : " own forward, cuDNN backward");
+      const std::string what = std::string(dtype_name(dtype)) +
+                               (cudnn_first ? " cuDNN forward, own backward" : " own forward, cuDNN backward");
       Tensor lse, out;
       {
         const AttentionBackendScope scope(forward_backend);
@@ -102,7 +109,8 @@ TEST_F(CudnnAttention, ForwardAndBackwardMixAcrossImplementations) {
       EXPECT_EQ(ran_cudnn(), !cudnn_first) << what << ": backward ran " << last_attention_kernels();
       EXPECT_TRUE(close_in_l2(out, cpu_out, l2_tolerance(dtype))) << what << " out";
       const char* names[] = {"dq", "dk", "dv"};
-      for (size_t i = 0; i < 3; ++i) EXPECT_TRUE(close_in_l2(grads[i], cpu_grads[i], l2_tolerance(dtype))) << what << " " << names[i];
+      for (size_t i = 0; i < 3; ++i)
+        EXPECT_TRUE(close_in_l2(grads[i], cpu_grads[i], l2_tolerance(dtype))) << what << " " << names[i];
     }
   }
 }
@@ -187,9 +195,9 @@ TEST_F(CudnnAttention, GradientsThroughAutograd) {
   for (DType dtype : {DType::bf16, DType::f16}) {
     const Tensor q = random_tensor({2, 3, 128, 72}, 60, dtype), k = random_tensor({2, 3, 256, 72}, 61, dtype);
     const Tensor v = random_tensor({2, 3, 256, 72}, 62, dtype);
-    EXPECT_TRUE(testing::gradients_close(
-        [](const auto& in) { return ops::scaled_dot_product_attention(in[0], in[1], in[2]); }, {q, k, v},
-        l2_tolerance(dtype)))
+    EXPECT_TRUE(
+        testing::gradients_close([](const auto& in) { return ops::scaled_dot_product_attention(in[0], in[1], in[2]); },
+                                 {q, k, v}, l2_tolerance(dtype)))
         << dtype;
     EXPECT_TRUE(ran_cudnn()) << last_attention_kernels();
   }
