@@ -38,6 +38,8 @@ constexpr int64_t kCudnnAttentionForwardMinKeys = 192;
 constexpr int64_t kCudnnAttentionBackwardMinKeys = 128;
 AttentionBackend attention_backend();
 AttentionBackend set_attention_backend(AttentionBackend backend);  // returns the previous setting
+// The setting DCAE_ATTENTION_BACKEND names: "auto" (or empty), "cudnn" or "own"; anything else throws naming it.
+AttentionBackend attention_backend_from_string(const std::string& value);
 
 // The kernels this thread's last attention_forward or attention_backward ran: "cudnn engine N", "mma" (our
 // tensor-core kernels) or "simt".

@@ -2,7 +2,6 @@
 // its start-up value from DCAE_ATTENTION_BACKEND, and what the calling thread ran last.
 #include <atomic>
 #include <cstdlib>
-#include <cstring>
 #include <string>
 
 #include "core/tensor/error.h"
@@ -14,22 +13,25 @@ namespace dcae::ops::cuda {
 
 namespace {
 
-AttentionBackend backend_from_environment() {
-  const char* value = std::getenv("DCAE_ATTENTION_BACKEND");
-  if (value == nullptr || *value == '\0' || std::strcmp(value, "auto") == 0) return AttentionBackend::automatic;
-  if (std::strcmp(value, "cudnn") == 0) return AttentionBackend::cudnn;
-  if (std::strcmp(value, "own") == 0) return AttentionBackend::own;
-  DCAE_FAIL("DCAE_ATTENTION_BACKEND must be auto, cudnn or own, got '", value, "'");
-}
-
+// Read from the environment once, at the first attention call.
 std::atomic<AttentionBackend>& backend_setting() {
-  static std::atomic<AttentionBackend> setting{backend_from_environment()};
+  static std::atomic<AttentionBackend> setting{[] {
+    const char* value = std::getenv("DCAE_ATTENTION_BACKEND");
+    return attention_backend_from_string(value == nullptr ? "" : value);
+  }()};
   return setting;
 }
 
 thread_local std::string t_last_kernels = "none";
 
 }  // namespace
+
+AttentionBackend attention_backend_from_string(const std::string& value) {
+  if (value.empty() || value == "auto") return AttentionBackend::automatic;
+  if (value == "cudnn") return AttentionBackend::cudnn;
+  if (value == "own") return AttentionBackend::own;
+  DCAE_FAIL("DCAE_ATTENTION_BACKEND must be auto, cudnn or own, got '", value, "'");
+}
 
 AttentionBackend attention_backend() { return backend_setting().load(); }
 

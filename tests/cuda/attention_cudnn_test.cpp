@@ -203,5 +203,17 @@ TEST_F(CudnnAttention, GradientsThroughAutograd) {
   }
 }
 
+#ifdef DCAE_WITH_CUDA
+// The values DCAE_ATTENTION_BACKEND takes (read once, at the first attention call); no GPU needed.
+TEST(AttentionBackendSetting, ParsesTheEnvironmentValues) {
+  EXPECT_EQ(ops::cuda::attention_backend_from_string(""), AttentionBackend::automatic);
+  EXPECT_EQ(ops::cuda::attention_backend_from_string("auto"), AttentionBackend::automatic);
+  EXPECT_EQ(ops::cuda::attention_backend_from_string("cudnn"), AttentionBackend::cudnn);
+  EXPECT_EQ(ops::cuda::attention_backend_from_string("own"), AttentionBackend::own);
+  testing::expect_error([] { ops::cuda::attention_backend_from_string("fast"); },
+                        {"DCAE_ATTENTION_BACKEND", "auto, cudnn or own", "'fast'"});
+}
+#endif
+
 }  // namespace
 }  // namespace dcae
