@@ -99,7 +99,8 @@ std::vector<Tensor> attention_backward(const Tensor& grad_in, const Tensor& q_in
   const bool rows_16b = use_mma || try_cudnn;
   const Tensor q = operand(q_in, rows_16b), k = operand(k_in, rows_16b), v = operand(v_in, rows_16b);
   const Tensor grad = operand(grad_in.to(dtype), rows_16b);
-  const Tensor lse = logsumexp_in.to(compute).contiguous();
+  Tensor lse = logsumexp_in.to(compute).contiguous();
+  if (try_cudnn && !aligned16(lse.raw_data())) lse = lse.clone();  // cuDNN's graph declares 16-byte alignment
   const Tensor mask = expanded_mask(mask_in, compute, p);
   const Device device = q.device();
   Tensor dq = empty(q_in.shape(), dtype, device), dk = empty(k_in.shape(), dtype, device);
