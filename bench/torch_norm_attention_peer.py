@@ -174,24 +174,31 @@ def print_sdpa_kernels():
 
 
 def print_comparison(ours_path):
-    """Joins the rows of `cuda_attention_bench --sdpa` (saved in ours_path) with the torch rows just measured."""
-    ours = {}
+    """Joins the rows of `cuda_attention_bench --sdpa` (saved in ours_path) with the torch rows just measured. The
+    bench prints three rows per op and shape, in this order: our kernels, cuDNN's fused attention (our kernels'
+    name in the impl cell where cuDNN had no engine), and the automatic choice."""
+    ours = {}  # (op, shape) -> [(ms, impl), ...] in the bench's order
     with open(ours_path) as f:
         for line in f:
             cells = [c.strip() for c in line.strip().strip("|").split("|")]
-            if len(cells) >= 3 and cells[0].startswith("sdpa"):
-                ours[(cells[0], cells[1])] = float(cells[2])
+            if len(cells) >= 7 and cells[0].startswith("sdpa"):
+                ours.setdefault((cells[0], cells[1]), []).append((float(cells[2]), cells[6]))
     print()
-    print("| op | shape | dcae ms | torch ms | torch / dcae | dcae TFLOP/s | torch TFLOP/s | dcae % of 790 |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| op | shape | own ms | cuDNN ms | auto ms | torch ms | torch / own | torch / cuDNN | torch / auto | "
+          "auto runs | auto TFLOP/s | torch TFLOP/s | auto % of 790 |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for key, (torch_ms, flops) in SDPA_ROWS.items():
-        if key not in ours:
-            print(f"| {key[0]} | {key[1]} | missing | {torch_ms:.4f} | | | | |")
+        rows = ours.get(key, [])
+        if len(rows) < 3:
+            print(f"| {key[0]} | {key[1]} | missing | | | {torch_ms:.4f} | | | | | | | |")
             continue
-        ms = ours[key]
-        ours_tflops, torch_tflops = flops / (ms * 1e9), flops / (torch_ms * 1e9)
-        print(f"| {key[0]} | {key[1]} | {ms:.4f} | {torch_ms:.4f} | {torch_ms / ms:.2f} | {ours_tflops:.1f} | "
-              f"{torch_tflops:.1f} | {100 * ours_tflops / PEAK_TFLOPS:.1f} |", flush=True)
+        (own_ms, _), (cudnn_ms, cudnn_impl), (auto_ms, auto_impl) = rows[:3]
+        cudnn_cell = f"{cudnn_ms:.4f}" if cudnn_impl.startswith("cudnn") else f"({cudnn_impl})"
+        cudnn_ratio = f"{torch_ms / cudnn_ms:.2f}" if cudnn_impl.startswith("cudnn") else ""
+        auto_tflops, torch_tflops = flops / (auto_ms * 1e9), flops / (torch_ms * 1e9)
+        print(f"| {key[0]} | {key[1]} | {own_ms:.4f} | {cudnn_cell} | {auto_ms:.4f} | {torch_ms:.4f} | "
+              f"{torch_ms / own_ms:.2f} | {cudnn_ratio} | {torch_ms / auto_ms:.2f} | {auto_impl} | {auto_tflops:.1f} | "
+              f"{torch_tflops:.1f} | {100 * auto_tflops / PEAK_TFLOPS:.1f} |", flush=True)
 
 
 # ---- GLUMBConv's gate: a * silu(g) over the two channel halves ------------------------------------------------

@@ -1,8 +1,12 @@
 // Scaled dot-product attention, host side: operand layouts, the mask in the compute dtype, outputs, and the choice
-// between the tensor-core kernels (attention_mma.cu) and the SIMT ones (attention_simt.cu).
+// between cuDNN's fused flash attention (cudnn_attention.cpp), our tensor-core kernels (attention_mma.cu) and the
+// SIMT ones (attention_simt.cu).
+#include <string>
+
 #include "core/tensor/cuda/kernel_util.cuh"
 #include "ops/cuda/attention.h"
 #include "ops/cuda/attention_common.h"
+#include "ops/cuda/cudnn_attention.h"
 
 namespace dcae::ops::cuda {
 
@@ -55,8 +59,10 @@ Tensor attention_forward(const Tensor& q_in, const Tensor& k_in, const Tensor& v
                          double scale, Tensor& logsumexp) {
   const DType dtype = q_in.dtype(), compute = compute_dtype(dtype);
   AttentionParams p = shape_params(q_in, v_in, scale);
+  const bool try_cudnn = cudnn_attention_wanted(p, dtype, mask_in.defined(), false);
   const bool use_mma = mma_attention_supported(dtype, p.d, p.dv_dim);
-  const Tensor q = operand(q_in, use_mma), k = operand(k_in, use_mma), v = operand(v_in, use_mma);
+  const bool rows_16b = use_mma || try_cudnn;
+  const Tensor q = operand(q_in, rows_16b), k = operand(k_in, rows_16b), v = operand(v_in, rows_16b);
   const Tensor mask = expanded_mask(mask_in, compute, p);
   Tensor out = empty({p.batch, p.heads, p.lq, p.dv_dim}, dtype, q.device());
   logsumexp = empty({p.batch, p.heads, p.lq}, compute, q.device());
@@ -70,10 +76,16 @@ Tensor attention_forward(const Tensor& q_in, const Tensor& k_in, const Tensor& v
   set_mask(p, mask);
   p.out = out.raw_data();
   p.lse = logsumexp.raw_data();
-  DeviceGuard guard(q.device().index);
+  const int device = q.device().index;
+  DeviceGuard guard(device);
+  if (try_cudnn && cudnn_attention_forward(p, dtype, device)) {
+    set_last_attention_kernels("cudnn engine " + std::to_string(cudnn_attention_last_engine()));
+    return out;
+  }
   const cudaStream_t stream = stream_for(q);
   if (use_mma) mma_attention_forward(p, dtype, stream);
   else simt_attention_forward(p, dtype, stream);
+  set_last_attention_kernels(use_mma ? "mma" : "simt");
   return out;
 }
 
@@ -82,32 +94,19 @@ std::vector<Tensor> attention_backward(const Tensor& grad_in, const Tensor& q_in
                                        const Tensor& logsumexp_in, const Tensor& out_in, bool want_scores) {
   const DType dtype = q_in.dtype(), compute = compute_dtype(dtype);
   AttentionParams p = shape_params(q_in, v_in, scale);
+  const bool try_cudnn = cudnn_attention_wanted(p, dtype, mask_in.defined() || want_scores, true);
   const bool use_mma = mma_attention_supported(dtype, p.d, p.dv_dim);
-  const Tensor q = operand(q_in, use_mma), k = operand(k_in, use_mma), v = operand(v_in, use_mma);
-  const Tensor grad = operand(grad_in.to(dtype), use_mma);
-  const Tensor lse = logsumexp_in.to(compute).contiguous();
+  const bool rows_16b = use_mma || try_cudnn;
+  const Tensor q = operand(q_in, rows_16b), k = operand(k_in, rows_16b), v = operand(v_in, rows_16b);
+  const Tensor grad = operand(grad_in.to(dtype), rows_16b);
+  Tensor lse = logsumexp_in.to(compute).contiguous();
+  if (try_cudnn && !aligned16(lse.raw_data())) lse = lse.clone();  // cuDNN's graph declares 16-byte alignment
   const Tensor mask = expanded_mask(mask_in, compute, p);
   const Device device = q.device();
   Tensor dq = empty(q_in.shape(), dtype, device), dk = empty(k_in.shape(), dtype, device);
   Tensor dv = empty(v_in.shape(), dtype, device);
   Tensor dscores = want_scores ? empty({p.batch, p.heads, p.lq, p.lk}, compute, device) : Tensor();
-  Tensor di, lse_log2, dq_accum, out;
-  if (use_mma) {
-    // The tensor-core backward reads D = rowsum(dO O) from the forward output (recomputed when not given).
-    Tensor recomputed_lse;
-    out = out_in.defined() ? operand(out_in.to(dtype), true)
-                           : operand(attention_forward(q_in, k_in, v_in, mask_in, scale, recomputed_lse), true);
-    p.lq_padded = mma_backward_padded_rows(p.lq);
-    di = empty({p.batch * p.heads * p.lq_padded}, DType::f32, device);
-    lse_log2 = empty({p.batch * p.heads * p.lq_padded}, DType::f32, device);
-    dq_accum = empty({p.batch * p.heads * p.lq * p.d}, DType::f32, device);
-    p.o = out.raw_data();
-    p.o_strides = strides_of(out);
-    p.lse_log2 = static_cast<float*>(lse_log2.raw_data());
-    p.dq_accum = static_cast<float*>(dq_accum.raw_data());
-  } else {
-    di = empty({p.batch, p.heads, p.lq}, compute, device);
-  }
+  const DType out_dtype = grad_in.dtype();
   p.q = q.raw_data();
   p.k = k.raw_data();
   p.v = v.raw_data();
@@ -121,15 +120,39 @@ std::vector<Tensor> attention_backward(const Tensor& grad_in, const Tensor& q_in
   p.dq = dq.raw_data();
   p.dk = dk.raw_data();
   p.dv = dv.raw_data();
-  p.di = di.raw_data();
   p.dscores = want_scores ? dscores.raw_data() : nullptr;
+  // cuDNN and the tensor-core backward read D = rowsum(dO O) from the forward output (recomputed when not given).
+  Tensor out;
+  if (try_cudnn || use_mma) {
+    Tensor recomputed_lse;
+    out = out_in.defined() ? operand(out_in.to(dtype), true)
+                           : operand(attention_forward(q_in, k_in, v_in, mask_in, scale, recomputed_lse), true);
+    p.o = out.raw_data();
+    p.o_strides = strides_of(out);
+  }
+  DeviceGuard guard(device.index);
+  if (try_cudnn && cudnn_attention_backward(p, dtype, device.index)) {
+    set_last_attention_kernels("cudnn engine " + std::to_string(cudnn_attention_last_engine()));
+    return {dq.to(out_dtype), dk.to(out_dtype), dv.to(out_dtype), Tensor()};
+  }
+  Tensor di, lse_log2, dq_accum;
+  if (use_mma) {
+    p.lq_padded = mma_backward_padded_rows(p.lq);
+    di = empty({p.batch * p.heads * p.lq_padded}, DType::f32, device);
+    lse_log2 = empty({p.batch * p.heads * p.lq_padded}, DType::f32, device);
+    dq_accum = empty({p.batch * p.heads * p.lq * p.d}, DType::f32, device);
+    p.lse_log2 = static_cast<float*>(lse_log2.raw_data());
+    p.dq_accum = static_cast<float*>(dq_accum.raw_data());
+  } else {
+    di = empty({p.batch, p.heads, p.lq}, compute, device);
+  }
+  p.di = di.raw_data();
   if (p.batch * p.heads > 0) {
-    DeviceGuard guard(device.index);
     const cudaStream_t stream = stream_for(q);
     if (use_mma) mma_attention_backward(p, dtype, stream);
     else simt_attention_backward(p, dtype, stream);
   }
-  const DType out_dtype = grad_in.dtype();
+  set_last_attention_kernels(use_mma ? "mma" : "simt");
   return {dq.to(out_dtype), dk.to(out_dtype), dv.to(out_dtype), want_scores ? dscores.to(out_dtype) : Tensor()};
 }
 

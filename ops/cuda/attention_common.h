@@ -2,6 +2,7 @@
 // (attention.cu). Plain data, usable in host and device code.
 #pragma once
 #include <cstdint>
+#include <string>
 
 #include "core/tensor/cuda/stream.h"
 #include "core/tensor/dtype.h"
@@ -57,5 +58,12 @@ void mma_attention_forward(const AttentionParams& p, DType dtype, ::dcae::cuda::
 // [B, H, mma_backward_padded_rows(Lq)] floats; D and the log2 log-sum-exp are filled in there.
 void mma_attention_backward(const AttentionParams& p, DType dtype, ::dcae::cuda::StreamHandle stream);
 int64_t mma_backward_padded_rows(int64_t lq);
+
+// attention_backend.cpp: whether to ask cuDNN for the forward or backward of a problem of `p`'s sizes and `dtype`
+// (p.mask and p.dscores not yet set: `masked_or_scores` says whether there is a mask or dscores are wanted), under
+// attention_backend().
+bool cudnn_attention_wanted(const AttentionParams& p, DType dtype, bool masked_or_scores, bool backward);
+// Records what last_attention_kernels() reports for this thread.
+void set_last_attention_kernels(std::string kernels);
 
 }  // namespace dcae::ops::cuda::attention_detail
