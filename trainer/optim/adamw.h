@@ -19,7 +19,8 @@ class AdamW final : public Optimizer {
   // (stage_step_scalars), and step() launches only kernels that read both there and advance the counts themselves
   // (trainer/cuda/multi_tensor_adamw.h): no host copy, no host read, so step() can run inside a CUDA graph capture
   // and every replay is one more step with the lr staged for it. The moments must exist before a capture (run one
-  // eager step first). Calling it again re-seeds the device counts from state() (after load_state).
+  // eager step first). Calling it again re-seeds the device counts from state() (after load_state) in new device
+  // buffers: a graph captured before reads the old ones, so capture again after it.
   void make_capturable();
   bool capturable() const { return capturable_; }
   // Capturable mode: the next step() clips the gradients on the device to `max_norm` by `grad_norm` (one f32 on
