@@ -2,8 +2,11 @@
 // a training step (L1 loss, AdamW with fp32 masters, bf16 weights and compute) and encode/decode (bf16).
 //   dcae_model_bench --model dc-ae-f64c128-in-1.0 --mode train --res 256 --batch 32
 //   dcae_model_bench --mode encode --res 512 --batch 16 --cuda-graph --profile encode_kernels.json
-// --cuda-graph captures encode/decode once (static input) and times replays; --profile records the GPU time of
-// every kernel (CUPTI) over a few more runs, for bench/kernel_families.py.
+// --cuda-graph captures encode/decode once (static input) and times replays; with --mode train it captures the
+// whole step (forward, loss, backward, gradient clipping and the capturable AdamW), checks that replays on new
+// batches with a changing lr give the parameters of as many eager steps, and times eager steps and replays of the
+// same step. --profile records the GPU time of every kernel (CUPTI) over a few more runs, for
+// bench/kernel_families.py.
 #include <glog/logging.h>
 
 #include <algorithm>
@@ -22,6 +25,8 @@
 #include "ops/reduce.h"
 #include "ops/unary.h"
 #include "ops/view.h"
+#include "trainer/optim/adamw.h"
+#include "trainer/optim/clip.h"
 #include "trainer/optim/optimizer.h"
 #include "trainer/registries.h"
 #ifdef DCAE_WITH_CUDA
@@ -29,6 +34,7 @@
 #include "core/tensor/cuda/caching_allocator.h"
 #include "core/tensor/cuda/cuda_graph.h"
 #include "core/tensor/cuda/stream.h"
+#include "trainer/cuda/graphed_step.h"
 #endif
 
 namespace {
@@ -71,6 +77,107 @@ void init_on_device(nn::Module& model, uint64_t seed) {
       t.fill_(0.0);
     }
   }
+}
+#endif
+
+#ifdef DCAE_WITH_CUDA
+// The state a training step changes (fp32 masters, bf16 weights, moments), copied aside and put back.
+struct TrainState {
+  std::vector<Tensor> tensors;
+  static std::vector<Tensor> live(trainer::Optimizer& optim) {
+    std::vector<Tensor> out = optim.params();
+    for (const auto& [name, master] : optim.named_masters()) {
+      out.push_back(master);
+      for (const auto& [slot, value] : optim.state(name).slots) out.push_back(value);
+    }
+    return out;
+  }
+  static TrainState save(trainer::Optimizer& optim) {
+    TrainState s;
+    for (const Tensor& t : live(optim)) s.tensors.push_back(t.detach().clone());
+    return s;
+  }
+  void restore(trainer::Optimizer& optim) const {
+    const std::vector<Tensor> now = live(optim);
+    for (size_t i = 0; i < now.size(); ++i) now[i].detach().copy_(tensors[i]);
+  }
+};
+
+// Max |a - b| over every master weight of two saved states.
+double max_master_difference(const std::vector<Tensor>& a, const std::vector<Tensor>& b) {
+  double worst = 0;
+  for (size_t i = 0; i < a.size(); ++i)
+    worst = std::max(worst, ops::max(ops::abs(ops::sub(a[i], b[i]))).item<double>());
+  return worst;
+}
+
+// --mode train --cuda-graph: the whole step with the capturable AdamW and on-device clipping, eagerly and replayed
+// from a CUDA graph; returns the median replay time and prints the eager one and the parameter check.
+double train_with_graph(nn::dcae_model::AutoencoderDC& model, trainer::Optimizer& optim, Tensor images, Tensor input, int iters) {
+  auto* adamw = dynamic_cast<trainer::AdamW*>(&optim);
+  DCAE_CHECK(adamw != nullptr, "--mode train --cuda-graph needs AdamW, got ", optim.type());
+  adamw->make_capturable();
+  Tensor loss;
+  auto step = [&] {
+    const Tensor recon = model.forward(input);
+    loss = ops::l1_loss(ops::cast(recon, DType::f32), images);
+    autograd::backward(loss);
+    adamw->clip_next_step(trainer::grad_norm_tensor(adamw->params()), 1.0);
+    adamw->step();
+    adamw->zero_grad();
+  };
+  // Step k's batch (the same on both sides) and lr factor.
+  auto next_batch = [&](int k) {
+    Generator gen(100 + k);
+    normal_(images, 0.0, 0.5, gen);
+    input.copy_(images);
+    adamw->set_lr_factor(1.0 / (1 + k));
+  };
+  const int checked = 3;
+  step();  // warm-up: moments, algorithm choices, plan caches
+  adamw->sync_steps_to_host();
+  const TrainState start = TrainState::save(optim);
+  std::vector<double> eager_losses;
+  for (int k = 0; k < checked; ++k) {
+    next_batch(k);
+    step();
+    eager_losses.push_back(loss.item<double>());
+  }
+  std::vector<Tensor> eager_masters;
+  for (const auto& [name, master] : optim.named_masters()) eager_masters.push_back(master.clone());
+  const double eager_ms = median_ms(step, 2, iters);
+
+  start.restore(optim);
+  adamw->set_lr_factor(1.0);
+  adamw->make_capturable();  // device step counts back to the saved ones (before the capture takes their addresses)
+  cuda::caching_allocator(0).empty_cache();  // the eager steps' cached blocks go back: the graph has its own pool
+  trainer::GraphedTrainStep graphed(step, adamw, 0);
+  graphed.capture();
+  double worst_loss = 0;
+  for (int k = 0; k < checked; ++k) {
+    next_batch(k);
+    graphed.replay();
+    worst_loss = std::max(worst_loss, std::abs(loss.item<double>() - eager_losses[k]));
+  }
+  std::vector<Tensor> graph_masters;
+  for (const auto& [name, master] : optim.named_masters()) graph_masters.push_back(master);
+  std::cout << "cuda graph: " << graphed.graph().node_count() << " nodes, pool "
+            << static_cast<double>(graphed.graph().pool_bytes()) / (1ull << 30) << " GiB; after " << checked
+            << " replays vs " << checked << " eager steps: max |master difference| "
+            << max_master_difference(graph_masters, eager_masters) << ", max |loss difference| " << worst_loss
+            << std::endl;
+  cuda::CachingAllocator& allocator = cuda::caching_allocator(0);
+  allocator.reset_peak_stats();
+  const cuda::AllocatorStats before = allocator.stats();
+  const double graph_ms = median_ms([&] { graphed.replay(); }, 2, iters);
+  const cuda::AllocatorStats after = allocator.stats();
+  std::cout << "allocator over the timed replays: " << after.device_mallocs - before.device_mallocs
+            << " driver allocations, " << after.allocations - before.allocations << " block requests" << std::endl;
+  const int64_t batch = images.size(0);
+  std::cout << "| dcae | train (capturable AdamW, clip 1.0) eager | " << eager_ms << " ms | " << batch / eager_ms * 1e3
+            << " img/s | graph | " << graph_ms << " ms | " << batch / graph_ms * 1e3 << " img/s | speed-up "
+            << eager_ms / graph_ms << " |" << std::endl;
+  return graph_ms;
 }
 #endif
 
@@ -119,7 +226,8 @@ int run(const po::variables_map& vm) {
     const Tensor input = images.to(DType::bf16);
     model.train();
     allocator.reset_peak_stats();
-    ms = median_ms([&] {
+    if (vm.count("cuda-graph")) ms = train_with_graph(model, *optim, images, input, vm["iters"].as<int>());
+    else ms = median_ms([&] {
       const Tensor recon = model.forward(input);
       const Tensor loss = ops::l1_loss(ops::cast(recon, DType::f32), images);
       autograd::backward(loss);
@@ -189,7 +297,8 @@ int main(int argc, char** argv) {
       "res", po::value<int64_t>()->default_value(256), "image side")(
       "batch", po::value<int64_t>()->default_value(32), "images per step")(
       "iters", po::value<int>()->default_value(10), "timed repetitions (median reported)")(
-      "cuda-graph", "encode/decode: capture one call in a CUDA graph and time its replays")(
+      "cuda-graph", "capture one call (encode/decode) or one whole training step (train) in a CUDA graph and time "
+      "its replays")(
       "profile", po::value<std::string>(), "encode/decode: write per-kernel GPU time (CUPTI) to this JSON file")(
       "trainable", po::value<std::vector<std::string>>()->multitoken(),
       "train only parameters matching these globs (phase 2/3 style); default all");

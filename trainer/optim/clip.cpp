@@ -31,13 +31,33 @@ void visit_grad(const Tensor& grad, const char* op, Fn&& fn) {
 
 }  // namespace
 
-// Sum of squares of device gradients, reduced on the device with one host read at the end.
-static double device_sum_of_squares(const std::vector<Tensor>& grads) {
-  if (grads.empty()) return 0.0;
+// Sum of squares of device gradients as one f32 on their device (per-gradient f32 partial sums, then their sum).
+static Tensor device_sum_of_squares_tensor(const std::vector<Tensor>& grads) {
   autograd::NoGradGuard no_grad;
   std::vector<Tensor> partial;
   for (const Tensor& g : grads) partial.push_back(ops::reshape(ops::sum(ops::square(ops::cast(g, DType::f32))), {1}));
-  return ops::sum(ops::concat(partial, 0)).item<double>();
+  return ops::sum(ops::concat(partial, 0));
+}
+
+// The same reduced on the device with one host read at the end.
+static double device_sum_of_squares(const std::vector<Tensor>& grads) {
+  if (grads.empty()) return 0.0;
+  return device_sum_of_squares_tensor(grads).item<double>();
+}
+
+Tensor grad_norm_tensor(const std::vector<Tensor>& params) {
+  std::vector<Tensor> grads;
+  for (const Tensor& p : params) {
+    const Tensor& grad = p.grad();
+    if (!grad.defined()) continue;
+    DCAE_CHECK(!grad.device().is_cpu(), "grad_norm_tensor: gradient ", grad.str(), " is on the CPU (use grad_norm)");
+    DCAE_CHECK(grads.empty() || grad.device() == grads.front().device(), "grad_norm_tensor: gradients on ",
+               grads.front().device(), " and ", grad.device());
+    grads.push_back(grad);
+  }
+  DCAE_CHECK(!grads.empty(), "grad_norm_tensor: no parameter has a gradient");
+  autograd::NoGradGuard no_grad;
+  return ops::reshape(ops::sqrt(device_sum_of_squares_tensor(grads)), {1});
 }
 
 double grad_norm(const std::vector<Tensor>& params) {

@@ -15,6 +15,9 @@ struct GradNorm {
 };
 
 double grad_norm(const std::vector<Tensor>& params);
+// The global L2 norm of device gradients as one f32 on their device, with no host read (capturable in a CUDA
+// graph; AdamW::clip_next_step takes it). Throws for a CPU gradient or gradients on two devices.
+Tensor grad_norm_tensor(const std::vector<Tensor>& params);
 // Scales every gradient by max_norm / (norm + 1e-6) when the norm exceeds max_norm (torch's clip_grad_norm_);
 // max_norm <= 0 only measures. Non-finite norms leave the gradients untouched.
 GradNorm clip_grad_norm(const std::vector<Tensor>& params, double max_norm);

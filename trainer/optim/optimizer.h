@@ -83,6 +83,10 @@ class Optimizer {
   void zero_grad();
   // lr = base_lr * factor in every group (the schedule's value for the coming step).
   void set_lr_factor(double factor);
+  // For an optimizer whose step() is captured in a CUDA graph (AdamW::make_capturable): copies the values the
+  // host decides per step (each group's lr) to the device buffer the captured kernels read. Call before every
+  // replay; an eager step() does it itself. The default has nothing to stage.
+  virtual void stage_step_scalars() {}
 
   std::vector<ParamGroup>& groups() { return groups_; }
   const std::vector<ParamGroup>& groups() const { return groups_; }
@@ -116,6 +120,8 @@ class Optimizer {
   // Applies every update of a step. The default runs update() per parameter and writes each master back; an
   // optimizer with a fused multi-tensor kernel (AdamW on GPU) overrides it and writes the parameters itself.
   virtual void update_all(const std::vector<PendingUpdate>& updates);
+  // Per-parameter state by name, for optimizers that keep part of it elsewhere (AdamW's device step counts).
+  std::map<std::string, ParamState>& param_states() { return states_; }
 
  private:
   struct Index {
