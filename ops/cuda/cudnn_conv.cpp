@@ -3,6 +3,7 @@
 #include <cudnn_graph.h>
 
 #include <algorithm>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -311,6 +312,17 @@ bool acceptable_engine(const Descriptor& config, DType dtype, bool tf32, int64_t
   return true;
 }
 
+// A finalized plan's JSON description (engine and knob choices), to recognise one configuration proposed twice;
+// empty where cuDNN does not give it.
+std::string plan_json(const Descriptor& plan) {
+  std::vector<char> text(1 << 16, '\0');
+  int64_t length = 0;
+  if (cudnnBackendGetAttribute(plan.get(), CUDNN_ATTR_EXECUTION_PLAN_JSON_REPRESENTATION, CUDNN_TYPE_CHAR,
+                               static_cast<int64_t>(text.size()) - 1, &length, text.data()) != CUDNN_STATUS_SUCCESS)
+    return {};
+  return std::string(text.data());
+}
+
 class Plan final : public CudnnConvPlan {
  public:
   Plan(std::shared_ptr<Graph> graph, Descriptor config, Descriptor plan, int64_t workspace, int64_t engine)
@@ -352,12 +364,15 @@ std::vector<std::shared_ptr<const CudnnConvPlan>> plans_for(ConvDirection direct
   const std::shared_ptr<Graph> graph = build_graph(direction, g, dtype, alignment, handle, fused_bias, epilogue);
   if (!graph) return plans;
   const bool tf32 = allow_tf32();
-  // Mode A ranks the engines cuDNN expects to be fastest; the fallback mode lists engines that support nearly
-  // every problem, for when mode A has nothing usable. Runtime-compiled engines cost a compilation each: at most
-  // kMaxRuntimeCompiled of them per problem.
+  // Mode A (a decision tree) ranks the engine configurations cuDNN expects to be fastest; mode B (a neural net,
+  // costlier on the host) often proposes other configurations - other engines, or the same engine with other
+  // knobs - so when more than one plan is wanted (to be timed) both lists are merged, A first, duplicates (the
+  // same plan JSON) dropped. The fallback mode lists engines that support nearly every problem, for when neither
+  // has anything usable. Runtime-compiled engines cost a compilation each: at most kMaxRuntimeCompiled per problem.
   constexpr int kMaxRuntimeCompiled = 1;
   int runtime_compiled_plans = 0;
-  for (cudnnBackendHeurMode_t mode : {CUDNN_HEUR_MODE_A, CUDNN_HEUR_MODE_FALLBACK}) {
+  std::set<std::string> seen;
+  const auto add_plans = [&](cudnnBackendHeurMode_t mode) {
     for (Descriptor& config : engine_configs(*graph, mode)) {
       if (static_cast<int>(plans.size()) >= max_plans) break;
       int64_t engine = -1;
@@ -368,14 +383,18 @@ std::vector<std::shared_ptr<const CudnnConvPlan>> plans_for(ConvDirection direct
       plan.set(CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle);
       plan.set_descriptor(CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, config);
       if (!plan.try_finalize()) continue;  // this engine cannot run this problem after all
+      const std::string json = plan_json(plan);
+      if (!json.empty() && !seen.insert(json).second) continue;
       int64_t workspace = 0, returned = 0;
       DCAE_CUDNN_CHECK(cudnnBackendGetAttribute(plan.get(), CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE,
                                                 CUDNN_TYPE_INT64, 1, &returned, &workspace));
       runtime_compiled_plans += runtime_compiled;
       plans.push_back(std::make_shared<Plan>(graph, std::move(config), std::move(plan), workspace, engine));
     }
-    if (!plans.empty()) break;
-  }
+  };
+  add_plans(CUDNN_HEUR_MODE_A);
+  if (max_plans > 1) add_plans(CUDNN_HEUR_MODE_B);
+  if (plans.empty()) add_plans(CUDNN_HEUR_MODE_FALLBACK);
   return plans;
 }
 
