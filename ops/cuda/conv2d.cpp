@@ -2,6 +2,8 @@
 #include "ops/cuda/bias_activation.h"
 
 #include <atomic>
+#include <cstdio>
+#include <cstdlib>
 #include <functional>
 #include <limits>
 #include <memory>
@@ -140,9 +142,15 @@ Choice choose(ConvDirection direction, const ConvGeometry& g, DType dtype, int d
     candidates.push_back({nullptr});
   Choice chosen = candidates.front();
   if (autotune && candidates.size() > 1) {
+    // DCAE_CONV_TUNE_LOG=1 prints every candidate's time to stderr: a diagnostic for tuning work.
+    static const bool log = std::getenv("DCAE_CONV_TUNE_LOG") != nullptr;
     double best = std::numeric_limits<double>::infinity();
     for (const Choice& candidate : candidates) {
       const double ms = time_ms(device, [&] { run_choice(candidate, direction, g, dtype, device, b); });
+      if (log)
+        std::fprintf(stderr, "conv tune: %s: %s %lld (workspace %zu): %.4f ms\n", describe(direction, g, dtype).c_str(),
+                     candidate.plan ? "cudnn engine" : "direct", candidate.plan ? static_cast<long long>(candidate.plan->engine_id()) : 0LL,
+                     candidate.plan ? candidate.plan->workspace_bytes() : size_t{0}, ms);
       if (ms < best) best = ms, chosen = candidate;
     }
   }
@@ -228,7 +236,8 @@ void run_flipped_forward(const ConvGeometry& g, DType dtype, int device, const T
 }
 
 // Whether this input gradient runs as the flipped forward: the setting, or under `automatic` the faster of the
-// two (each timed with its filter transform, which every call pays), decided on first use per problem.
+// two (each timed with its filter transform, which every call pays), decided on first use per problem. Only
+// decides: the caller then runs the path chosen.
 bool use_flipped_forward(const ConvGeometry& g, DType dtype, int device, const Tensor& grad, const Tensor& dx,
                          const std::function<void()>& as_dgrad, const std::function<void()>& as_forward) {
   const InputGradientPath path = g_input_gradient_path.load();
@@ -240,6 +249,9 @@ bool use_flipped_forward(const ConvGeometry& g, DType dtype, int device, const T
   thread_local std::unordered_map<ChoiceKey, bool, ChoiceKeyHash> cache;
   if (const auto it = cache.find(key); it != cache.end()) return it->second;
   const double dgrad_ms = time_ms(device, as_dgrad), forward_ms = time_ms(device, as_forward);
+  if (std::getenv("DCAE_CONV_TUNE_LOG") != nullptr)
+    std::fprintf(stderr, "conv tune: %s: dgrad %.4f ms, flipped forward %.4f ms\n",
+                 describe(ConvDirection::backward_data, g, dtype).c_str(), dgrad_ms, forward_ms);
   return cache.emplace(key, forward_ms < dgrad_ms).first->second;
 }
 
@@ -337,9 +349,10 @@ Tensor conv2d_backward_input(const Tensor& grad_in, const Tensor& weight, const 
     const Tensor w = filter_krsc(weight, g);
     run_problem(ConvDirection::backward_data, g, dtype, device, {dx.raw_data(), w.raw_data(), grad.raw_data()});
   };
-  if (!flipped_forward_applies(g) || !use_flipped_forward(g, dtype, device, grad, dx, as_dgrad, [&] {
-        run_flipped_forward(g, dtype, device, grad, weight, dx);
-      }))
+  const auto as_forward = [&] { run_flipped_forward(g, dtype, device, grad, weight, dx); };
+  if (flipped_forward_applies(g) && use_flipped_forward(g, dtype, device, grad, dx, as_dgrad, as_forward))
+    as_forward();
+  else
     as_dgrad();
   return dx;
 }
