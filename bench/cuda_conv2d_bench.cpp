@@ -1,9 +1,12 @@
 // GPU convolution throughput (NHWC, bf16, batch 8) at the DC-AE shapes of the issue: 3x3 convolutions with 256
 // and 512 channels at 128^2 and 64^2, 1x1 convolutions 512 <-> 2048 at 64^2 and a depthwise 3x3 over 4096
 // channels at 16^2; forward (with bias), input gradient and weight gradient. The impl column names what the
-// autotuner picked. The same rows from PyTorch: python bench/torch_ops_peer.py conv2d
+// autotuner picked; for the 3x3 dense rows, both input-gradient paths also run forced (cuDNN's input-gradient
+// engines, and the forward convolution of dy with the flipped filter), to show what the timed choice chose from.
+// The same rows from PyTorch: python bench/torch_ops_peer.py conv2d
 #include <cstdio>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "bench/cuda_bench_timing.h"
@@ -63,6 +66,16 @@ int main() {
     ms = bench::median_ms([&] { ops::cuda::conv2d_backward_input(grad, w, x_shape, params); });
     bench::print_row("conv2d bwd input", shape, ms, 2 * macs, x_bytes + w_bytes + y_bytes,
                      ops::cuda::last_conv_algorithm());
+    // Both input-gradient paths forced, where the flipped forward applies (the row above is the timed choice).
+    if (c.k > 1 && c.groups == 1)
+      for (const auto& [path, name] : {std::pair{ops::cuda::InputGradientPath::dgrad, "bwd input dgrad"},
+                                       std::pair{ops::cuda::InputGradientPath::flipped_forward, "bwd input flip"}}) {
+        const ops::cuda::InputGradientPath previous = ops::cuda::set_input_gradient_path(path);
+        ms = bench::median_ms([&] { ops::cuda::conv2d_backward_input(grad, w, x_shape, params); });
+        bench::print_row(std::string("conv2d ") + name, shape, ms, 2 * macs, x_bytes + w_bytes + y_bytes,
+                         ops::cuda::last_conv_algorithm());
+        ops::cuda::set_input_gradient_path(previous);
+      }
     ms = bench::median_ms([&] { ops::cuda::conv2d_backward_weight(grad, x, w_shape, params); });
     bench::print_row("conv2d bwd weight", shape, ms, 2 * macs, x_bytes + w_bytes + y_bytes,
                      ops::cuda::last_conv_algorithm());

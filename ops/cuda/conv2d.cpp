@@ -2,6 +2,8 @@
 #include "ops/cuda/bias_activation.h"
 
 #include <atomic>
+#include <cstdio>
+#include <cstdlib>
 #include <functional>
 #include <limits>
 #include <memory>
@@ -12,6 +14,7 @@
 
 #include "core/tensor/cuda/stream.h"
 #include "ops/cuda/conv2d_direct.h"
+#include "ops/cuda/conv2d_flip.h"
 #include "ops/cuda/conv2d_geometry.h"
 #include "ops/cuda/cudnn_conv.h"
 #include "ops/cuda/gemm.h"
@@ -22,10 +25,11 @@ namespace dcae::ops::cuda {
 
 namespace {
 
-// cuDNN plans timed per problem when autotuning (its heuristic's best first); the rest are rarely faster.
-constexpr int kMaxTimedPlans = 8;
+// cuDNN plans timed per problem when autotuning (modes A then B of its heuristic, best first).
+constexpr int kMaxTimedPlans = 16;
 
 std::atomic<ConvBackend> g_backend{ConvBackend::automatic};
+std::atomic<InputGradientPath> g_input_gradient_path{InputGradientPath::automatic};
 thread_local std::string t_last_algorithm = "none";
 
 ConvGeometry geometry(const Shape& x, const Shape& weight, const Conv2dParams& p) {
@@ -138,9 +142,15 @@ Choice choose(ConvDirection direction, const ConvGeometry& g, DType dtype, int d
     candidates.push_back({nullptr});
   Choice chosen = candidates.front();
   if (autotune && candidates.size() > 1) {
+    // DCAE_CONV_TUNE_LOG=1 prints every candidate's time to stderr: a diagnostic for tuning work.
+    static const bool log = std::getenv("DCAE_CONV_TUNE_LOG") != nullptr;
     double best = std::numeric_limits<double>::infinity();
     for (const Choice& candidate : candidates) {
       const double ms = time_ms(device, [&] { run_choice(candidate, direction, g, dtype, device, b); });
+      if (log)
+        std::fprintf(stderr, "conv tune: %s: %s %lld (workspace %zu): %.4f ms\n", describe(direction, g, dtype).c_str(),
+                     candidate.plan ? "cudnn engine" : "direct", candidate.plan ? static_cast<long long>(candidate.plan->engine_id()) : 0LL,
+                     candidate.plan ? candidate.plan->workspace_bytes() : size_t{0}, ms);
       if (ms < best) best = ms, chosen = candidate;
     }
   }
@@ -209,7 +219,45 @@ std::shared_ptr<const CudnnConvPlan> choose_fused_activation(const ConvGeometry&
   return cache.emplace(key, chosen).first->second;
 }
 
+// The input gradient as a forward convolution (see InputGradientPath): stride 1 and one group, so that dy
+// convolved with the flipped, transposed filter is dx; a square kernel and padding below it, so that the new
+// padding kh - 1 - pad is one non-negative number.
+bool flipped_forward_applies(const ConvGeometry& g) {
+  return g.stride == 1 && g.groups == 1 && g.kh == g.kw && g.pad <= g.kh - 1 && g_backend.load() != ConvBackend::direct_only;
+}
+
+// dx [N, H, W, Cin] = forward convolution of dy [N, Ho, Wo, Cout] with w' [Cin, kh, kw, Cout], padding kh-1-pad.
+void run_flipped_forward(const ConvGeometry& g, DType dtype, int device, const Tensor& grad, const Tensor& weight,
+                         const Tensor& dx) {
+  const ConvGeometry flipped{g.n, g.ho, g.wo, g.cout, g.cin, g.kh, g.kw, 1, g.kh - 1 - g.pad, 1, g.h, g.w};
+  const Tensor w = flipped_transposed_filter(weight.contiguous());
+  run_problem(ConvDirection::forward, flipped, dtype, device, {grad.raw_data(), w.raw_data(), dx.raw_data()});
+  t_last_algorithm = "flipped forward, " + t_last_algorithm;
+}
+
+// Whether this input gradient runs as the flipped forward: the setting, or under `automatic` the faster of the
+// two (each timed with its filter transform, which every call pays), decided on first use per problem. Only
+// decides: the caller then runs the path chosen.
+bool use_flipped_forward(const ConvGeometry& g, DType dtype, int device, const Tensor& grad, const Tensor& dx,
+                         const std::function<void()>& as_dgrad, const std::function<void()>& as_forward) {
+  const InputGradientPath path = g_input_gradient_path.load();
+  if (path != InputGradientPath::automatic) return path == InputGradientPath::flipped_forward;
+  if (!conv_autotune()) return false;
+  constexpr int kInputGradientPathKind = 10;  // apart from the directions and the fused forward kinds
+  const ConvAlignment alignment{alignment_of(dx.raw_data()), 16, alignment_of(grad.raw_data())};
+  const ChoiceKey key = key_for(kInputGradientPathKind, g, dtype, device, alignment);
+  thread_local std::unordered_map<ChoiceKey, bool, ChoiceKeyHash> cache;
+  if (const auto it = cache.find(key); it != cache.end()) return it->second;
+  const double dgrad_ms = time_ms(device, as_dgrad), forward_ms = time_ms(device, as_forward);
+  if (std::getenv("DCAE_CONV_TUNE_LOG") != nullptr)
+    std::fprintf(stderr, "conv tune: %s: dgrad %.4f ms, flipped forward %.4f ms\n",
+                 describe(ConvDirection::backward_data, g, dtype).c_str(), dgrad_ms, forward_ms);
+  return cache.emplace(key, forward_ms < dgrad_ms).first->second;
+}
+
 }  // namespace
+
+InputGradientPath set_input_gradient_path(InputGradientPath path) { return g_input_gradient_path.exchange(path); }
 
 Tensor conv2d_forward_bias_activation(const Tensor& x_in, const Tensor& weight, const Tensor& bias,
                                       const Conv2dParams& params, ConvActivation act) {
@@ -297,8 +345,15 @@ Tensor conv2d_backward_input(const Tensor& grad_in, const Tensor& weight, const 
     t_last_algorithm = "gemm";
     return dx;
   }
-  const Tensor w = filter_krsc(weight, g);
-  run_problem(ConvDirection::backward_data, g, dtype, device, {dx.raw_data(), w.raw_data(), grad.raw_data()});
+  const auto as_dgrad = [&] {
+    const Tensor w = filter_krsc(weight, g);
+    run_problem(ConvDirection::backward_data, g, dtype, device, {dx.raw_data(), w.raw_data(), grad.raw_data()});
+  };
+  const auto as_forward = [&] { run_flipped_forward(g, dtype, device, grad, weight, dx); };
+  if (flipped_forward_applies(g) && use_flipped_forward(g, dtype, device, grad, dx, as_dgrad, as_forward))
+    as_forward();
+  else
+    as_dgrad();
   return dx;
 }
 

@@ -31,8 +31,18 @@ Tensor conv2d_forward_bias_activation(const Tensor& x, const Tensor& weight, con
 enum class ConvBackend { automatic, cudnn_only, direct_only };
 ConvBackend set_conv_backend(ConvBackend backend);
 
+// How input gradients run where they can be a forward convolution (stride 1, groups 1, a square kernel, padding
+// below the kernel size): dx = conv2d(dy, w') with w' the filter transposed (in <-> out channels) and flipped in
+// space (ops/cuda/conv2d_flip.h), padding kh - 1 - padding. `automatic` times that against cuDNN's input-gradient
+// engines on first use and keeps the faster (with autotuning off: the input-gradient engines); `dgrad` and
+// `flipped_forward` force one where it applies. Elsewhere the input-gradient engines run. Returns the previous
+// setting.
+enum class InputGradientPath { automatic, dgrad, flipped_forward };
+InputGradientPath set_input_gradient_path(InputGradientPath path);
+
 // What ran for the last convolution this thread computed outside the GEMM path: "cudnn engine <id>",
-// "direct" or "gemm". For benchmarks.
+// "direct" or "gemm"; an input gradient run as a forward convolution reads "flipped forward, <what ran>". For
+// benchmarks and tests.
 const char* last_conv_algorithm();
 
 }  // namespace dcae::ops::cuda

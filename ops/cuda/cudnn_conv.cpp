@@ -3,25 +3,22 @@
 #include <cudnn_graph.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "core/tensor/cuda/check.h"
 #include "core/tensor/cuda/stream.h"
+#include "ops/cuda/cudnn_conv_knobs.h"
 #include "ops/cuda/math_mode.h"
 
 namespace dcae::ops::cuda {
 
 namespace {
 
-void check_cudnn(cudnnStatus_t status, const char* call) {
-  if (status == CUDNN_STATUS_SUCCESS) return;
-  char detail[1024] = {};
-  cudnnGetLastErrorString(detail, sizeof(detail));
-  DCAE_FAIL(call, " failed: ", cudnnGetErrorString(status), detail[0] != '\0' ? std::string(": ") + detail : "");
-}
-#define DCAE_CUDNN_CHECK(call) check_cudnn((call), #call)
+using namespace cudnn_conv_detail;
 
 // Unique ids of the three tensors in graphs and variant packs.
 constexpr int64_t kUidX = 'x', kUidW = 'w', kUidY = 'y', kUidBias = 'b', kUidConvOut = 'v', kUidBiased = 'a';
@@ -37,39 +34,6 @@ cudnnHandle_t handle_for(int device) {
   }
   return handles[device];
 }
-
-// An owned backend descriptor.
-class Descriptor {
- public:
-  explicit Descriptor(cudnnBackendDescriptorType_t type) {
-    DCAE_CUDNN_CHECK(cudnnBackendCreateDescriptor(type, &raw_));
-  }
-  ~Descriptor() {
-    if (raw_ != nullptr) cudnnBackendDestroyDescriptor(raw_);
-  }
-  Descriptor(Descriptor&& other) noexcept : raw_(std::exchange(other.raw_, nullptr)) {}
-  Descriptor& operator=(Descriptor&& other) noexcept {
-    std::swap(raw_, other.raw_);
-    return *this;
-  }
-  Descriptor(const Descriptor&) = delete;
-  Descriptor& operator=(const Descriptor&) = delete;
-
-  cudnnBackendDescriptor_t get() const { return raw_; }
-  void set(cudnnBackendAttributeName_t name, cudnnBackendAttributeType_t type, int64_t count, const void* values) {
-    DCAE_CUDNN_CHECK(cudnnBackendSetAttribute(raw_, name, type, count, values));
-  }
-  void set_descriptor(cudnnBackendAttributeName_t name, const Descriptor& value) {
-    cudnnBackendDescriptor_t raw = value.get();
-    set(name, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &raw);
-  }
-  // Unsupported configurations fail to finalize; that is an answer, not an error.
-  bool try_finalize() { return cudnnBackendFinalize(raw_) == CUDNN_STATUS_SUCCESS; }
-  void finalize() { DCAE_CUDNN_CHECK(cudnnBackendFinalize(raw_)); }
-
- private:
-  cudnnBackendDescriptor_t raw_ = nullptr;
-};
 
 cudnnDataType_t data_type(DType dtype) {
   switch (dtype) {
@@ -266,6 +230,20 @@ std::vector<Descriptor> engine_configs(const Graph& graph, cudnnBackendHeurMode_
   return configs;
 }
 
+// An integer setting from the environment, read each time (plans are built once per problem).
+int env_int(const char* name, int fallback) {
+  const char* value = std::getenv(name);
+  return value != nullptr && *value != '\0' ? std::atoi(value) : fallback;
+}
+
+bool reduced_reduction_allowed() {
+  static const bool allowed = [] {
+    const char* value = std::getenv("DCAE_CUDNN_REDUCED_REDUCTION");
+    return value != nullptr && std::string(value) == "1";
+  }();
+  return allowed;
+}
+
 // Whether an engine's numerics are acceptable for `dtype`; also its global index and whether its kernels are
 // compiled at run time (finalizing such a plan can take a second).
 bool acceptable_engine(const Descriptor& config, DType dtype, bool tf32, int64_t& engine_id, bool& runtime_compiled) {
@@ -293,9 +271,13 @@ bool acceptable_engine(const Descriptor& config, DType dtype, bool tf32, int64_t
   for (int64_t i = 0; i < note_count; ++i) {
     switch (notes[i]) {
       case CUDNN_NUMERICAL_NOTE_DOWN_CONVERT_INPUTS:
-      case CUDNN_NUMERICAL_NOTE_REDUCED_PRECISION_REDUCTION:
       case CUDNN_NUMERICAL_NOTE_FFT:
         return false;
+      case CUDNN_NUMERICAL_NOTE_REDUCED_PRECISION_REDUCTION:
+        // PyTorch accepts these for bf16/f16; we do only when asked (DCAE_CUDNN_REDUCED_REDUCTION=1), since a
+        // reduction below fp32 breaks the rule that sums accumulate in at least fp32.
+        if (full_precision || !reduced_reduction_allowed()) return false;
+        break;
       case CUDNN_NUMERICAL_NOTE_TENSOR_CORE:  // on f32 data that is TF32
         if (dtype == DType::f32 && !tf32) return false;
         break;
@@ -311,11 +293,23 @@ bool acceptable_engine(const Descriptor& config, DType dtype, bool tf32, int64_t
   return true;
 }
 
+// A finalized plan's JSON description (engine and knob choices), to recognise one configuration proposed twice;
+// empty where cuDNN does not give it.
+std::string plan_json(const Descriptor& plan) {
+  std::vector<char> text(1 << 16, '\0');
+  int64_t length = 0;
+  if (cudnnBackendGetAttribute(plan.get(), CUDNN_ATTR_EXECUTION_PLAN_JSON_REPRESENTATION, CUDNN_TYPE_CHAR,
+                               static_cast<int64_t>(text.size()) - 1, &length, text.data()) != CUDNN_STATUS_SUCCESS)
+    return {};
+  return std::string(text.data());
+}
+
 class Plan final : public CudnnConvPlan {
  public:
-  Plan(std::shared_ptr<Graph> graph, Descriptor config, Descriptor plan, int64_t workspace, int64_t engine)
-      : graph_(std::move(graph)), config_(std::move(config)), plan_(std::move(plan)), workspace_(workspace),
-        engine_(engine) {}
+  Plan(std::shared_ptr<Graph> graph, Descriptor config, Descriptor plan, int64_t workspace, int64_t engine,
+       std::vector<Descriptor> config_parts = {})
+      : graph_(std::move(graph)), config_parts_(std::move(config_parts)), config_(std::move(config)),
+        plan_(std::move(plan)), workspace_(workspace), engine_(engine) {}
   size_t workspace_bytes() const override { return static_cast<size_t>(workspace_); }
   int64_t engine_id() const override { return engine_; }
 
@@ -336,6 +330,7 @@ class Plan final : public CudnnConvPlan {
 
  private:
   std::shared_ptr<Graph> graph_;
+  std::vector<Descriptor> config_parts_;  // what a knob variant's configuration was made of (destroyed last)
   Descriptor config_;
   Descriptor plan_;
   int64_t workspace_;
@@ -352,29 +347,52 @@ std::vector<std::shared_ptr<const CudnnConvPlan>> plans_for(ConvDirection direct
   const std::shared_ptr<Graph> graph = build_graph(direction, g, dtype, alignment, handle, fused_bias, epilogue);
   if (!graph) return plans;
   const bool tf32 = allow_tf32();
-  // Mode A ranks the engines cuDNN expects to be fastest; the fallback mode lists engines that support nearly
-  // every problem, for when mode A has nothing usable. Runtime-compiled engines cost a compilation each: at most
-  // kMaxRuntimeCompiled of them per problem.
-  constexpr int kMaxRuntimeCompiled = 1;
+  // Mode A (a decision tree) ranks the engine configurations cuDNN expects to be fastest; mode B (a neural net,
+  // costlier on the host) and the instant mode often propose others - other engines, or the same engine with
+  // other knobs - so when more than one plan is wanted (to be timed) the lists are merged, A first, duplicates
+  // (the same plan JSON) dropped. The fallback mode lists engines that support nearly every problem, for when
+  // none has anything usable. Runtime-compiled engines cost a compilation each: a few per problem at most.
+  const int max_runtime_compiled = env_int("DCAE_CUDNN_MAX_RUNTIME_COMPILED", 1);
   int runtime_compiled_plans = 0;
-  for (cudnnBackendHeurMode_t mode : {CUDNN_HEUR_MODE_A, CUDNN_HEUR_MODE_FALLBACK}) {
-    for (Descriptor& config : engine_configs(*graph, mode)) {
-      if (static_cast<int>(plans.size()) >= max_plans) break;
-      int64_t engine = -1;
-      bool runtime_compiled = false;
-      if (!acceptable_engine(config, dtype, tf32, engine, runtime_compiled)) continue;
-      if (runtime_compiled && runtime_compiled_plans >= kMaxRuntimeCompiled) continue;
-      Descriptor plan(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR);
-      plan.set(CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle);
-      plan.set_descriptor(CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, config);
-      if (!plan.try_finalize()) continue;  // this engine cannot run this problem after all
-      int64_t workspace = 0, returned = 0;
-      DCAE_CUDNN_CHECK(cudnnBackendGetAttribute(plan.get(), CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE,
-                                                CUDNN_TYPE_INT64, 1, &returned, &workspace));
-      runtime_compiled_plans += runtime_compiled;
-      plans.push_back(std::make_shared<Plan>(graph, std::move(config), std::move(plan), workspace, engine));
-    }
-    if (!plans.empty()) break;
+  std::set<std::string> seen;
+  const auto add_plan = [&](Descriptor config, int limit, std::vector<Descriptor> parts = {}) {
+    if (static_cast<int>(plans.size()) >= limit) return false;
+    int64_t engine = -1;
+    bool runtime_compiled = false;
+    if (!acceptable_engine(config, dtype, tf32, engine, runtime_compiled)) return false;
+    if (runtime_compiled && runtime_compiled_plans >= max_runtime_compiled) return false;
+    Descriptor plan(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR);
+    plan.set(CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle);
+    plan.set_descriptor(CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, config);
+    if (!plan.try_finalize()) return false;  // this engine cannot run this problem after all
+    const std::string json = plan_json(plan);
+    if (!json.empty() && !seen.insert(json).second) return false;
+    int64_t workspace = 0, returned = 0;
+    DCAE_CUDNN_CHECK(cudnnBackendGetAttribute(plan.get(), CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE, CUDNN_TYPE_INT64,
+                                              1, &returned, &workspace));
+    runtime_compiled_plans += runtime_compiled;
+    plans.push_back(
+        std::make_shared<Plan>(graph, std::move(config), std::move(plan), workspace, engine, std::move(parts)));
+    return true;
+  };
+  const auto add_mode = [&](cudnnBackendHeurMode_t mode) {
+    for (Descriptor& config : engine_configs(*graph, mode)) add_plan(std::move(config), max_plans);
+  };
+  add_mode(CUDNN_HEUR_MODE_A);
+  if (max_plans > 1) {
+    add_mode(CUDNN_HEUR_MODE_B);
+    add_mode(CUDNN_HEUR_MODE_INSTANT);
+  }
+  if (plans.empty()) add_mode(CUDNN_HEUR_MODE_FALLBACK);
+  // DCAE_CUDNN_KNOB_SEARCH=1: also the knob variants of the heuristic's first two answers (timed like the rest).
+  if (max_plans > 1 && env_int("DCAE_CUDNN_KNOB_SEARCH", 0) > 0) {
+    constexpr int kKnobVariants = 24;
+    std::vector<Descriptor> first = engine_configs(*graph, CUDNN_HEUR_MODE_A);
+    const int64_t base_count = std::min<int64_t>(2, static_cast<int64_t>(first.size()));
+    const int limit = static_cast<int>(plans.size()) + kKnobVariants;
+    for (int64_t i = 0; i < base_count; ++i)
+      for (KnobVariant& variant : knob_variants(graph->graph, first[i], kKnobVariants / 2))
+        add_plan(std::move(variant.config), limit, std::move(variant.parts));
   }
   return plans;
 }

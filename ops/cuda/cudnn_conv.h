@@ -1,9 +1,14 @@
 // Convolutions through cuDNN 9's graph (backend) API: NHWC activations, KRSC filters, fp32 accumulation.
 //
 // cudnn_conv_plans builds the one-operation graph of a problem, asks cuDNN's heuristics for engine
-// configurations, drops those whose numerics we do not accept (TF32 on f32 unless allowed, inputs converted down,
-// reduced-precision accumulation, FFT; Winograd in f32/f64) and finalizes the rest into execution plans. The
-// caller (ops/cuda/conv2d.cpp) times them and caches its choice.
+// configurations (mode A alone for a single plan; modes A, B and instant merged when several are wanted for
+// timing, falling back to the fallback mode when none has any), drops those whose numerics we do not accept
+// (TF32 on f32 unless allowed, inputs converted down, reduced-precision reductions, FFT; Winograd in f32/f64) and
+// finalizes the rest into execution plans. The caller (ops/cuda/conv2d.cpp) times them and caches its choice.
+// Settings read from the environment, for tuning experiments (see bench/results/h200_ops_vs_torch.md):
+//   DCAE_CUDNN_KNOB_SEARCH=1           also knob variants of the first two configurations (cudnn_conv_knobs.h)
+//   DCAE_CUDNN_REDUCED_REDUCTION=1     accept reduced-precision reductions for bf16/f16 (PyTorch does)
+//   DCAE_CUDNN_MAX_RUNTIME_COMPILED=N  runtime-compiled engines per problem (default 1: each costs a compilation)
 #pragma once
 #include <cstddef>
 #include <memory>

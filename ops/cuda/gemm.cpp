@@ -5,6 +5,8 @@
 #include <cuda_runtime.h>
 
 #include <atomic>
+#include <cstdlib>
+#include <cstring>
 #include <limits>
 #include <memory>
 #include <unordered_map>
@@ -28,7 +30,24 @@ void check_cublas(cublasStatus_t status, const char* call) {
 // Workspace offered to cuBLASLt (NVIDIA's recommendation for Hopper); blocks come from the caching allocator.
 constexpr uint64_t kMaxWorkspaceBytes = uint64_t{32} << 20;
 
+// Algorithms asked of cuBLASLt's heuristic per problem; large problems time them all once (see choose_timed).
+constexpr int kHeuristicResults = 8;
+// Problems of at least this many multiply-adds are worth timing: below it a GEMM is a few microseconds and the
+// heuristic's first answer is as good as any measurable difference.
+constexpr double kTimedMinMacs = double(1 << 30);
+
 std::atomic<GemmBackend> g_backend{GemmBackend::automatic};
+
+bool env_flag(const char* name, bool fallback) {
+  const char* value = std::getenv(name);
+  if (value == nullptr || *value == '\0') return fallback;
+  return std::strcmp(value, "0") != 0 && std::strcmp(value, "false") != 0 && std::strcmp(value, "off") != 0;
+}
+
+std::atomic<bool>& autotune_flag() {
+  static std::atomic<bool> flag{env_flag("DCAE_GEMM_AUTOTUNE", true)};
+  return flag;
+}
 
 // Handles hold the stream set on them, so every thread has its own per device. They are never destroyed: at
 // process exit the driver may be gone before thread-local destructors run.
@@ -82,6 +101,7 @@ struct LtPlan {
   cublasLtMatmulAlgo_t algo{};
   size_t workspace = 0;
   bool found = false;
+  std::vector<cublasLtMatmulHeuristicResult_t> candidates;  // the heuristic's usable answers, best first
   LtPlan() = default;
   LtPlan(const LtPlan&) = delete;
   LtPlan& operator=(const LtPlan&) = delete;
@@ -157,17 +177,21 @@ std::unique_ptr<LtPlan> make_plan(const Problem& p, const Types& types) {
   set_preference(CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, static_cast<uint32_t>(alignment_of(p.a.data)));
   set_preference(CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, static_cast<uint32_t>(alignment_of(p.out.data)));
   set_preference(CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, static_cast<uint32_t>(alignment_of(p.out.data)));
-  cublasLtMatmulHeuristicResult_t result{};
+  std::vector<cublasLtMatmulHeuristicResult_t> results(kHeuristicResults);
   int found = 0;
-  const cublasStatus_t status = cublasLtMatmulAlgoGetHeuristic(lt_handle(p.device), plan->desc, plan->a, plan->b,
-                                                                plan->d, plan->d, preference, 1, &result, &found);
+  const cublasStatus_t status =
+      cublasLtMatmulAlgoGetHeuristic(lt_handle(p.device), plan->desc, plan->a, plan->b, plan->d, plan->d, preference,
+                                     kHeuristicResults, results.data(), &found);
   cublasLtMatmulPreferenceDestroy(preference);
   // A failed query (NOT_SUPPORTED, or INVALID_VALUE for a combination cuBLASLt rejects, such as some epilogues)
   // means no cuBLASLt kernel for this problem: the caller falls back, and a real fault surfaces there.
-  plan->found = status == CUBLAS_STATUS_SUCCESS && found > 0 && result.state == CUBLAS_STATUS_SUCCESS;
+  if (status == CUBLAS_STATUS_SUCCESS)
+    for (int i = 0; i < found; ++i)
+      if (results[i].state == CUBLAS_STATUS_SUCCESS) plan->candidates.push_back(results[i]);
+  plan->found = !plan->candidates.empty();
   if (plan->found) {
-    plan->algo = result.algo;
-    plan->workspace = result.workspaceSize;
+    plan->algo = plan->candidates.front().algo;
+    plan->workspace = plan->candidates.front().workspaceSize;
   }
   return plan;
 }
@@ -179,10 +203,15 @@ GemmKey key_for(const Problem& p, bool tf32) {
                   alignment_of(p.out.data), p.bias != nullptr ? alignment_of(p.bias) : 0}};
 }
 
-const LtPlan& plan_for(const Problem& p, const Types& types, bool tf32) {
+void choose_timed(const Problem& p, LtPlan& plan, const Types& types, cudaStream_t stream);
+
+const LtPlan& plan_for(const Problem& p, const Types& types, bool tf32, cudaStream_t stream) {
   thread_local std::unordered_map<GemmKey, std::unique_ptr<LtPlan>, PlanKeyHash<21>> cache;
   std::unique_ptr<LtPlan>& slot = cache[key_for(p, tf32)];
-  if (!slot) slot = make_plan(p, types);
+  if (!slot) {
+    slot = make_plan(p, types);
+    choose_timed(p, *slot, types, stream);
+  }
   return *slot;
 }
 
@@ -204,6 +233,41 @@ bool run_lt(const Problem& p, const LtPlan& plan, const Types& types, cudaStream
                                    plan.d, &plan.algo, workspace.defined() ? workspace.raw_data() : nullptr,
                                    plan.workspace, stream));
   return p.bias != nullptr;
+}
+
+// Times the heuristic's candidates on the problem's own buffers (the output is only written) and keeps the
+// fastest: a warm-up, then the best of three runs each. Only for large problems, with autotuning on, and never
+// while the stream is being captured into a CUDA graph (events cannot be waited on there): then the heuristic's
+// first answer stays.
+void choose_timed(const Problem& p, LtPlan& plan, const Types& types, cudaStream_t stream) {
+  const double macs = static_cast<double>(p.m) * p.n * p.k * p.batch;
+  if (plan.candidates.size() < 2 || macs < kTimedMinMacs || !autotune_flag().load()) return;
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  DCAE_CUDA_CHECK(cudaStreamIsCapturing(stream, &capture));
+  if (capture != cudaStreamCaptureStatusNone) return;
+  const int device = p.device;
+  double best = std::numeric_limits<double>::infinity();
+  cublasLtMatmulHeuristicResult_t chosen = plan.candidates.front();
+  for (const cublasLtMatmulHeuristicResult_t& candidate : plan.candidates) {
+    plan.algo = candidate.algo;
+    plan.workspace = candidate.workspaceSize;
+    double ms = std::numeric_limits<double>::infinity();
+    try {
+      run_lt(p, plan, types, stream);
+      for (int rep = 0; rep < 3; ++rep) {
+        ::dcae::cuda::Event start(true), stop(true);
+        start.record(::dcae::cuda::current_stream(device));
+        run_lt(p, plan, types, stream);
+        stop.record(::dcae::cuda::current_stream(device));
+        stop.synchronize();
+        ms = std::min<double>(ms, start.elapsed_ms(stop));
+      }
+    } catch (const Error&) {  // a candidate that cannot run after all is simply not chosen
+    }
+    if (ms < best) best = ms, chosen = candidate;
+  }
+  plan.algo = chosen.algo;
+  plan.workspace = chosen.workspaceSize;
 }
 
 void run_classic(const Problem& p, const Types& types, cudaStream_t stream) {
@@ -232,6 +296,8 @@ void fill_zeros(const Problem& p, cudaStream_t stream) {
 
 GemmBackend set_gemm_backend(GemmBackend backend) { return g_backend.exchange(backend); }
 
+bool set_gemm_autotune(bool autotune) { return autotune_flag().exchange(autotune); }
+
 bool gemm(DType dtype, int device, int64_t m, int64_t n, int64_t k, int64_t batch, const GemmInput& a,
           const GemmInput& b, const GemmOutput& out, const void* bias, int64_t bias_batch_stride) {
   DCAE_CHECK(m >= 0 && n >= 0 && k >= 0 && batch >= 0, "gemm: negative size m ", m, ", n ", n, ", k ", k,
@@ -248,12 +314,12 @@ bool gemm(DType dtype, int device, int64_t m, int64_t n, int64_t k, int64_t batc
   const bool tf32 = allow_tf32();
   const Types types = types_for(dtype, tf32);
   if (g_backend.load() == GemmBackend::automatic) {
-    const LtPlan& plan = plan_for(p, types, tf32);
+    const LtPlan& plan = plan_for(p, types, tf32, stream);
     if (plan.found) return run_lt(p, plan, types, stream);
     if (bias != nullptr) {  // perhaps only the epilogue is unsupported: the plain product may still have a kernel
       Problem plain = p;
       plain.bias = nullptr;
-      const LtPlan& plain_plan = plan_for(plain, types, tf32);
+      const LtPlan& plain_plan = plan_for(plain, types, tf32, stream);
       if (plain_plan.found) return run_lt(plain, plain_plan, types, stream);
     }
   }

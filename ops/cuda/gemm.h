@@ -3,8 +3,10 @@
 // Operands are described by strides, so transposed views, sub-matrices, broadcast (stride-0) batches and the
 // per-group slices of a grouped 1x1 convolution all run without copies. bf16/f16 multiply on tensor cores with
 // fp32 accumulation; f32 accumulates in fp32 without TF32 unless allow_tf32() (ops/cuda/math_mode.h); f64 in
-// fp64. The algorithm is chosen by cuBLASLt's heuristic once per problem (shape, strides, alignment) and kept in a
-// per-thread cache; the workspace comes from the caching allocator. Problems cuBLASLt has no algorithm for go to
+// fp64. The algorithm is chosen once per problem (shape, strides, alignment) and kept in a per-thread cache:
+// cuBLASLt's heuristic proposes up to 8, and for large problems (>= 2^30 multiply-adds) all are timed on the first
+// call's own buffers and the fastest kept (so warm up a shape before capturing it in a CUDA graph; inside a
+// capture the heuristic's first answer is kept); the workspace comes from the caching allocator. Problems cuBLASLt has no algorithm for go to
 // cublasGemmStridedBatchedEx.
 #pragma once
 #include <cstdint>
@@ -39,5 +41,9 @@ bool gemm(DType dtype, int device, int64_t m, int64_t n, int64_t k, int64_t batc
 // classic path (for tests of the fallback). Returns the previous setting.
 enum class GemmBackend { automatic, cublas_only };
 GemmBackend set_gemm_backend(GemmBackend backend);
+
+// Whether large GEMMs time cuBLASLt's candidate algorithms on first use (the default; DCAE_GEMM_AUTOTUNE=0 turns
+// it off at start-up) or take the heuristic's first. Plans already chosen stay. Returns the previous setting.
+bool set_gemm_autotune(bool autotune);
 
 }  // namespace dcae::ops::cuda

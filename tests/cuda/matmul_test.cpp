@@ -12,6 +12,7 @@
 #include "tests/cuda/accumulation_check.h"
 #include "tests/cuda/cuda_test_util.h"
 #ifdef DCAE_WITH_CUDA
+#include "core/tensor/cuda/cuda_graph.h"
 #include "ops/cuda/gemm.h"
 #include "ops/cuda/math_mode.h"
 #endif
@@ -204,6 +205,44 @@ TEST_F(CudaMatmul, ErrorsNameTheOperands) {
                         {"inner dims", "[4, 5]", "[4, 3]"});
   testing::expect_error([&] { ops::linear(a, random_tensor({3, 5}, 4, DType::bf16).to(gpu())); },
                         {"linear", "different dtypes"});
+}
+
+TEST_F(CudaMatmul, LargeProblemsTimeTheCandidatesAndStayCorrect) {
+#ifdef DCAE_WITH_CUDA
+  // 2^30 multiply-adds and more: cuBLASLt's candidates are timed on first use; the kept one must be right, in
+  // both layouts and with the bias epilogue, and again from the cache.
+  uint64_t seed = 700;
+  for (bool tb : {false, true})
+    for (int call = 0; call < 2; ++call) {
+      const Tensor a = random_tensor({1024, 1024}, ++seed, DType::bf16);
+      const Tensor b = random_tensor({1024, 1024}, ++seed, DType::bf16);
+      EXPECT_TRUE(matmul_matches(a, b, false, tb)) << "tb " << tb << " call " << call;
+    }
+  const Tensor x = random_tensor({1024, 1152}, 710, DType::bf16), w = random_tensor({1024, 1152}, 711, DType::bf16);
+  const Tensor bias = random_tensor({1024}, 712, DType::bf16);
+  EXPECT_TRUE(sums_match(DCAE_KERNEL(gpu(), linear_forward, x.to(gpu()), w.to(gpu()), bias.to(gpu())),
+                         ops::cpu::linear_forward(x, w, bias)));
+  // Untimed, the heuristic's first answer runs (a shape of its own, so no cached plan answers).
+  const bool previous = ops::cuda::set_gemm_autotune(false);
+  const Tensor c = random_tensor({1040, 1024}, 713, DType::bf16), d = random_tensor({1024, 1024}, 714, DType::bf16);
+  EXPECT_TRUE(matmul_matches(c, d, false, true));
+  ops::cuda::set_gemm_autotune(previous);
+#endif
+}
+
+TEST_F(CudaMatmul, FirstUseOfALargeShapeInsideAGraphCapture) {
+#ifdef DCAE_WITH_CUDA
+  // Timing waits on events, which a capture forbids: a shape first seen while capturing keeps the heuristic's
+  // answer, and the captured graph computes the product.
+  const Tensor a = random_tensor({1056, 1024}, 720, DType::bf16), b = random_tensor({1024, 1056}, 721, DType::bf16);
+  const Tensor ga = a.to(gpu()), gb = b.to(gpu());
+  DCAE_KERNEL(gpu(), matmul_forward, ga.narrow(0, 0, 8), gb, false, false);  // handles exist before the capture
+  Tensor out;
+  cuda::CudaGraph graph;
+  graph.capture([&] { out = DCAE_KERNEL(gpu(), matmul_forward, ga, gb, false, false); });
+  graph.replay();
+  EXPECT_TRUE(sums_match(out, ops::cpu::matmul_forward(a, b, false, false)));
+#endif
 }
 
 }  // namespace
