@@ -121,6 +121,32 @@ double time_ms(int device, const std::function<void()>& run) {
   }
 }
 
+// Problems of at least this many multiply-adds (the 3x3 convolutions of 256 channels and more at 64^2 and up,
+// batch 8: 0.07 ms and more) also get the knob search below; smaller ones keep the heuristic's candidates.
+constexpr int64_t kKnobSearchMacs = int64_t{1} << 34;
+// Rounds of the knob search and the variants timed per round: at most 3 x 48 extra timings on the first call of
+// a large problem (about half a second for the 3x3 512-channel input gradient at 128^2, batch 8).
+constexpr int kKnobSearchRounds = 3, kKnobVariantsPerRound = 48;
+
+// Local search from the fastest cuDNN plan: time its one-knob neighbours, move to the fastest if it beats the
+// plan, repeat. It reaches configurations two or three knob changes away from the heuristic's answers: for the
+// 3x3 512-channel input gradient PyTorch's cudnn.benchmark runs engine 67 with tile size 3 and a 2x1 cluster where
+// the heuristic's first answer has tile size 0 and an 8x1 cluster (bench/results/h200_ops_vs_torch.md).
+// DCAE_CONV_KNOB_SEARCH=0 turns it off (the heuristic's candidates alone are timed).
+template <typename TryCandidate>
+void knob_search(DType dtype, int device, const Choice& chosen, const TryCandidate& try_candidate) {
+  static const bool enabled = [] {
+    const char* value = std::getenv("DCAE_CONV_KNOB_SEARCH");
+    return value == nullptr || std::string(value) != "0";
+  }();
+  if (!enabled) return;
+  for (int round = 0; round < kKnobSearchRounds; ++round) {
+    const std::shared_ptr<const CudnnConvPlan> from = chosen.plan;
+    for (auto& plan : cudnn_conv_knob_neighbours(*from, dtype, device, kKnobVariantsPerRound)) try_candidate({plan});
+    if (chosen.plan == from) return;  // no neighbour was faster
+  }
+}
+
 // The cached choice for this problem, found on first use (candidates run on the call's own buffers).
 Choice choose(ConvDirection direction, const ConvGeometry& g, DType dtype, int device, const Buffers& b) {
   const ConvBackend backend = g_backend.load();
@@ -145,14 +171,17 @@ Choice choose(ConvDirection direction, const ConvGeometry& g, DType dtype, int d
     // DCAE_CONV_TUNE_LOG=1 prints every candidate's time to stderr: a diagnostic for tuning work.
     static const bool log = std::getenv("DCAE_CONV_TUNE_LOG") != nullptr;
     double best = std::numeric_limits<double>::infinity();
-    for (const Choice& candidate : candidates) {
+    const auto try_candidate = [&](const Choice& candidate) {
       const double ms = time_ms(device, [&] { run_choice(candidate, direction, g, dtype, device, b); });
       if (log)
-        std::fprintf(stderr, "conv tune: %s: %s %lld (workspace %zu): %.4f ms\n", describe(direction, g, dtype).c_str(),
-                     candidate.plan ? "cudnn engine" : "direct", candidate.plan ? static_cast<long long>(candidate.plan->engine_id()) : 0LL,
+        std::fprintf(stderr, "conv tune: %s: %s (workspace %zu): %.4f ms\n", describe(direction, g, dtype).c_str(),
+                     candidate.plan ? candidate.plan->description().c_str() : "direct",
                      candidate.plan ? candidate.plan->workspace_bytes() : size_t{0}, ms);
       if (ms < best) best = ms, chosen = candidate;
-    }
+    };
+    for (const Choice& candidate : candidates) try_candidate(candidate);
+    if (chosen.plan && g.n * g.ho * g.wo * g.cout_g() * g.cin_g() * g.kh * g.kw * g.groups >= kKnobSearchMacs)
+      knob_search(dtype, device, chosen, try_candidate);
   }
   return cache.emplace(key, chosen).first->second;
 }

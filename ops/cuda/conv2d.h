@@ -5,8 +5,10 @@
 // once per call, or through our direct kernels (ops/cuda/conv2d_direct.h) where cuDNN has no engine or, for
 // depthwise convolutions, where they are faster. A forward bias is added in cuDNN's epilogue where a fused
 // conv+bias engine exists and beats convolution-then-add. On the first call of each problem (direction, shape,
-// dtype, alignment) the candidates are timed on the call's own buffers and the fastest is kept (per thread); the
-// first call of a shape therefore synchronises the device, so warm up before capturing CUDA graphs.
+// dtype, alignment) the candidates are timed on the call's own buffers and the fastest is kept (per thread); for
+// problems of >= 2^34 multiply-adds a local search over the winning cuDNN plan's knobs follows (conv2d.cpp,
+// DCAE_CONV_KNOB_SEARCH=0 turns it off). The first call of a shape therefore synchronises the device, so warm up
+// before capturing CUDA graphs.
 #pragma once
 #include "ops/conv2d.h"
 

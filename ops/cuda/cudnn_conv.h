@@ -12,6 +12,7 @@
 #pragma once
 #include <cstddef>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "core/tensor/tensor.h"
@@ -29,6 +30,8 @@ class CudnnConvPlan {
   virtual void run(int device, void* x, void* w, void* y, void* workspace, const void* bias = nullptr) const = 0;
   // cuDNN's engine index, for messages and benchmarks.
   virtual int64_t engine_id() const = 0;
+  // The engine and its knob settings (cuDNN's plan JSON where it gives one), for logs and benchmarks.
+  virtual const std::string& description() const = 0;
 };
 
 // Alignment in bytes (1..16) of the buffers the plans will see.
@@ -41,6 +44,13 @@ std::vector<std::shared_ptr<const CudnnConvPlan>> cudnn_conv_plans(ConvDirection
                                                                    DType dtype, const ConvAlignment& alignment,
                                                                    int device, int max_plans);
 
+// Plans of `plan`'s engine (one from cudnn_conv_plans) with one knob at a time moved to another legal value, the
+// others as `plan` sets them (up to `max_plans`; runtime-compiled engines and numerics we do not accept give none).
+// The autotuner in ops/cuda/conv2d.cpp walks these from its fastest heuristic plan: a tile-size change and a
+// cluster-shape change together (what PyTorch's cudnn.benchmark found for 3x3 512-channel dgrad) are two steps.
+std::vector<std::shared_ptr<const CudnnConvPlan>> cudnn_conv_knob_neighbours(const CudnnConvPlan& plan, DType dtype,
+                                                                             int device, int max_plans);
+
 // What a fused forward plan applies to the convolution's fp32 result before rounding it into y.
 enum class ConvEpilogue { bias, bias_relu, bias_silu };
 
@@ -50,5 +60,21 @@ std::vector<std::shared_ptr<const CudnnConvPlan>> cudnn_conv_bias_plans(const Co
                                                                         const ConvAlignment& alignment, int device,
                                                                         int max_plans,
                                                                         ConvEpilogue epilogue = ConvEpilogue::bias);
+
+// Every engine configuration cuDNN has for one problem, to learn which kernels it can run and how fast
+// (bench/cuda_conv_sweep_bench.cpp): the configurations of all heuristic modes (A, B, instant, fallback), with
+// `every_engine` also every engine index 0..count-1 with its default knobs, and for the first four answers of each
+// mode and each engine up to `knob_variants_per_engine` variants with one knob moved. Duplicates (the same plan JSON) appear once; runtime-compiled engines are finalized only
+// while `compile_seconds` of compilation time remain. `accepted` says whether our numerics filter (the one
+// cudnn_conv_plans applies) lets the configuration through; `config` is the plan's JSON (engine and knobs).
+struct CudnnSweptPlan {
+  std::shared_ptr<const CudnnConvPlan> plan;
+  std::string config;
+  bool accepted = false;
+  bool runtime_compiled = false;
+};
+std::vector<CudnnSweptPlan> cudnn_conv_engine_sweep(ConvDirection direction, const ConvGeometry& g, DType dtype,
+                                                    const ConvAlignment& alignment, int device, bool every_engine,
+                                                    int knob_variants_per_engine, double compile_seconds);
 
 }  // namespace dcae::ops::cuda

@@ -117,4 +117,12 @@ std::vector<KnobVariant> knob_variants(const Descriptor& graph, const Descriptor
   return variants;
 }
 
+std::vector<KnobVariant> default_engine_config(const Descriptor& graph, int64_t engine_index) {
+  return make_config(graph, engine_index, {});
+}
+
+int64_t engine_count(const Descriptor& graph) {
+  return int_attribute(graph, CUDNN_ATTR_OPERATIONGRAPH_ENGINE_GLOBAL_COUNT, 0);
+}
+
 }  // namespace dcae::ops::cuda::cudnn_conv_detail

@@ -19,4 +19,11 @@ struct KnobVariant {
 // most `max_variants`, those cuDNN refuses left out.
 std::vector<KnobVariant> knob_variants(const Descriptor& graph, const Descriptor& config, int max_variants);
 
+// Engine `engine_index` of the finalized `graph` with its default knob settings, finalized; empty when cuDNN
+// refuses it (the engine does not support the graph).
+std::vector<KnobVariant> default_engine_config(const Descriptor& graph, int64_t engine_index);
+
+// How many engines cuDNN has for the finalized `graph` (global indices 0..count-1); 0 when it does not say.
+int64_t engine_count(const Descriptor& graph);
+
 }  // namespace dcae::ops::cuda::cudnn_conv_detail
