@@ -3,7 +3,6 @@
 #include <cudnn_graph.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cstdlib>
 #include <set>
 #include <string>
@@ -13,13 +12,13 @@
 #include "core/tensor/cuda/check.h"
 #include "core/tensor/cuda/stream.h"
 #include "ops/cuda/cudnn_conv_knobs.h"
+#include "ops/cuda/cudnn_conv_plan.h"
 #include "ops/cuda/math_mode.h"
 
 namespace dcae::ops::cuda {
 
-namespace {
-
-using namespace cudnn_conv_detail;
+// What cudnn_conv_search.cpp shares (declared in cudnn_conv_plan.h); the rest stays local.
+namespace cudnn_conv_detail {
 
 // Unique ids of the three tensors in graphs and variant packs.
 constexpr int64_t kUidX = 'x', kUidW = 'w', kUidY = 'y', kUidBias = 'b', kUidConvOut = 'v', kUidBiased = 'a';
@@ -108,13 +107,6 @@ Descriptor make_convolution(const ConvGeometry& g, DType dtype) {
   return conv;
 }
 
-// An operation graph, with every descriptor it refers to kept alive as long as plans built from it, and the
-// unique ids of its memory tensors in the order run() passes pointers: x, w, y (and the bias when fused).
-struct Graph {
-  std::vector<Descriptor> parts;
-  Descriptor graph{CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR};
-  std::vector<int64_t> uids;
-};
 
 // A pointwise operation of the graph: y = mode(x) or y = mode(x, b), computed in `compute` precision.
 Descriptor pointwise_operation(cudnnPointwiseMode_t mode, cudnnDataType_t compute, const Descriptor& x,
@@ -135,7 +127,7 @@ Descriptor pointwise_operation(cudnnPointwiseMode_t mode, cudnnDataType_t comput
 // `activation`, relu or silu) in one graph. Null when cuDNN rejects the graph.
 std::shared_ptr<Graph> build_graph(ConvDirection direction, const ConvGeometry& g, DType dtype,
                                    const ConvAlignment& alignment, cudnnHandle_t handle, bool fused_bias,
-                                   ConvEpilogue epilogue = ConvEpilogue::bias) {
+                                   ConvEpilogue epilogue) {
   const cudnnDataType_t type = data_type(dtype);
   const cudnnDataType_t compute = dtype == DType::f64 ? CUDNN_DATA_DOUBLE : CUDNN_DATA_FLOAT;
   auto graph = std::make_shared<Graph>();
@@ -305,43 +297,12 @@ std::string plan_json(const Descriptor& plan) {
   return std::string(text.data());
 }
 
-class Plan final : public CudnnConvPlan {
- public:
-  Plan(std::shared_ptr<Graph> graph, Descriptor config, Descriptor plan, int64_t workspace, int64_t engine,
-       std::vector<Descriptor> config_parts = {}, std::string description = {})
-      : graph_(std::move(graph)), config_parts_(std::move(config_parts)), config_(std::move(config)),
-        plan_(std::move(plan)), workspace_(workspace), engine_(engine),
-        description_(description.empty() ? "engine " + std::to_string(engine) : std::move(description)) {}
-  size_t workspace_bytes() const override { return static_cast<size_t>(workspace_); }
-  int64_t engine_id() const override { return engine_; }
-  const std::string& description() const override { return description_; }
-  const std::shared_ptr<Graph>& graph() const { return graph_; }
-  const Descriptor& config() const { return config_; }
+}  // namespace cudnn_conv_detail
 
-  void run(int device, void* x, void* w, void* y, void* workspace, const void* bias) const override {
-    const cudnnHandle_t handle = handle_for(device);  // the thread's handle, which the plan was built with
-    DCAE_CUDNN_CHECK(cudnnSetStream(handle, ::dcae::cuda::current_stream(device).handle()));
-    const int64_t count = static_cast<int64_t>(graph_->uids.size());
-    DCAE_CHECK((count == 4) == (bias != nullptr), "cuDNN convolution plan run ", (count == 4 ? "without" : "with"),
-               " a bias it was ", (count == 4 ? "" : "not "), "built for");
-    Descriptor pack(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR);
-    void* pointers[4] = {x, w, y, const_cast<void*>(bias)};
-    pack.set(CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR, count, pointers);
-    pack.set(CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, count, graph_->uids.data());
-    pack.set(CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1, &workspace);
-    pack.finalize();
-    DCAE_CUDNN_CHECK(cudnnBackendExecute(handle, plan_.get(), pack.get()));
-  }
+namespace {
 
- private:
-  std::shared_ptr<Graph> graph_;
-  std::vector<Descriptor> config_parts_;  // what a knob variant's configuration was made of (destroyed last)
-  Descriptor config_;
-  Descriptor plan_;
-  int64_t workspace_;
-  int64_t engine_;
-  std::string description_;
-};
+using namespace cudnn_conv_detail;
+
 
 std::vector<std::shared_ptr<const CudnnConvPlan>> plans_for(ConvDirection direction, const ConvGeometry& g,
                                                             DType dtype, const ConvAlignment& alignment, int device,
@@ -420,89 +381,6 @@ std::vector<std::shared_ptr<const CudnnConvPlan>> cudnn_conv_bias_plans(const Co
   } catch (const Error&) {
     return {};
   }
-}
-
-std::vector<std::shared_ptr<const CudnnConvPlan>> cudnn_conv_knob_neighbours(const CudnnConvPlan& plan, DType dtype,
-                                                                             int device, int max_plans) {
-  std::vector<std::shared_ptr<const CudnnConvPlan>> neighbours;
-  const auto* base = dynamic_cast<const Plan*>(&plan);
-  if (base == nullptr || max_plans <= 0) return neighbours;
-  ::dcae::cuda::DeviceGuard guard(device);
-  const cudnnHandle_t handle = handle_for(device);
-  const bool tf32 = allow_tf32();
-  for (KnobVariant& variant : knob_variants(base->graph()->graph, base->config(), max_plans)) {
-    int64_t engine = -1;
-    bool runtime_compiled = false;
-    if (!acceptable_engine(variant.config, dtype, tf32, engine, runtime_compiled) || runtime_compiled) continue;
-    Descriptor finalized(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR);
-    finalized.set(CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle);
-    finalized.set_descriptor(CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, variant.config);
-    if (!finalized.try_finalize()) continue;
-    std::string json = plan_json(finalized);
-    if (!json.empty() && json == base->description()) continue;
-    int64_t workspace = 0, returned = 0;
-    DCAE_CUDNN_CHECK(cudnnBackendGetAttribute(finalized.get(), CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE,
-                                              CUDNN_TYPE_INT64, 1, &returned, &workspace));
-    neighbours.push_back(std::make_shared<Plan>(base->graph(), std::move(variant.config), std::move(finalized),
-                                                workspace, engine, std::move(variant.parts), std::move(json)));
-  }
-  return neighbours;
-}
-
-std::vector<CudnnSweptPlan> cudnn_conv_engine_sweep(ConvDirection direction, const ConvGeometry& g, DType dtype,
-                                                    const ConvAlignment& alignment, int device, bool every_engine,
-                                                    int knob_variants_per_engine, double compile_seconds) {
-  ::dcae::cuda::DeviceGuard guard(device);
-  const cudnnHandle_t handle = handle_for(device);
-  std::vector<CudnnSweptPlan> swept;
-  const std::shared_ptr<Graph> graph = build_graph(direction, g, dtype, alignment, handle, false);
-  if (!graph) return swept;
-  const bool tf32 = allow_tf32();
-  std::set<std::string> seen;
-  double compile_left = compile_seconds;
-  const auto add = [&](Descriptor config, std::vector<Descriptor> parts) {
-    int64_t engine = -1;
-    bool runtime_compiled = false;
-    const bool accepted = acceptable_engine(config, dtype, tf32, engine, runtime_compiled);
-    if (runtime_compiled && compile_left <= 0) return;
-    const auto start = std::chrono::steady_clock::now();
-    Descriptor plan(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR);
-    plan.set(CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle);
-    plan.set_descriptor(CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, config);
-    const bool finalized = plan.try_finalize();
-    if (runtime_compiled)
-      compile_left -= std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    if (!finalized) return;
-    std::string json = plan_json(plan);
-    if (json.empty()) json = "{\"engineId\":" + std::to_string(engine) + "}";
-    if (!seen.insert(json).second) return;
-    int64_t workspace = 0, returned = 0;
-    DCAE_CUDNN_CHECK(cudnnBackendGetAttribute(plan.get(), CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE, CUDNN_TYPE_INT64,
-                                              1, &returned, &workspace));
-    swept.push_back({std::make_shared<Plan>(graph, std::move(config), std::move(plan), workspace, engine,
-                                            std::move(parts), json),
-                     json, accepted, runtime_compiled});
-  };
-  for (const cudnnBackendHeurMode_t mode :
-       {CUDNN_HEUR_MODE_A, CUDNN_HEUR_MODE_B, CUDNN_HEUR_MODE_INSTANT, CUDNN_HEUR_MODE_FALLBACK}) {
-    std::vector<Descriptor> configs = engine_configs(*graph, mode);
-    for (size_t i = 0; i < configs.size(); ++i) {
-      // Knob variants of the first answers too: they start from the heuristic's own knob settings.
-      if (i < 4 && knob_variants_per_engine > 0)
-        for (KnobVariant& variant : knob_variants(graph->graph, configs[i], knob_variants_per_engine))
-          add(std::move(variant.config), std::move(variant.parts));
-      add(std::move(configs[i]), {});
-    }
-  }
-  const int64_t count = every_engine ? engine_count(graph->graph) : 0;
-  for (int64_t engine = 0; engine < count; ++engine)
-    for (KnobVariant& base : default_engine_config(graph->graph, engine)) {
-      if (knob_variants_per_engine > 0)
-        for (KnobVariant& variant : knob_variants(graph->graph, base.config, knob_variants_per_engine))
-        add(std::move(variant.config), std::move(variant.parts));
-      add(std::move(base.config), std::move(base.parts));
-    }
-  return swept;
 }
 
 }  // namespace dcae::ops::cuda
