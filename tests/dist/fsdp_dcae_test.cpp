@@ -10,6 +10,7 @@
 #include "dist/cuda/nccl_communicator.h"
 #endif
 #include "tests/dist/dist_testing.h"
+#include "tests/testing/tiny_dcae.h"
 
 namespace dcae::dist {
 namespace {
@@ -26,16 +27,9 @@ const std::vector<std::string> kStageUnits = {"encoder.down_blocks.*", "decoder.
 // Three stages (ResBlock, EfficientViT, EfficientViT), f8, RMSNorm only (BatchNorm statistics would see each
 // rank's half of the batch and differ from one process).
 DcaeConfig tiny_config() {
-  DcaeConfig c = nn::dcae_model::published_config("dc-ae-f32c32-in-1.0");
-  c.latent_channels = 4;
-  c.attention_head_dim = 4;
-  c.encoder_block_out_channels = c.decoder_block_out_channels = {8, 8, 16};
-  c.encoder_block_types = c.decoder_block_types = {"ResBlock", "EfficientViTBlock", "EfficientViTBlock"};
-  c.encoder_layers_per_block = c.decoder_layers_per_block = {1, 1, 1};
-  c.encoder_qkv_multiscales = c.decoder_qkv_multiscales = {{}, {}, {5}};
-  c.decoder_norm_types = {"rms_norm", "rms_norm", "rms_norm"};
-  c.decoder_act_fns = {"silu", "silu", "silu"};
-  return c;
+  return dcae::testing::tiny_dcae_config({{"ResBlock", 8, 1, "rms_norm", "silu"},
+                                    {"EfficientViTBlock", 8, 1, "rms_norm", "silu"},
+                                    {"EfficientViTBlock", 16, 1, "rms_norm", "silu", {5}}});
 }
 
 std::unique_ptr<AutoencoderDC> make_model(uint64_t seed) {

@@ -5,6 +5,7 @@
 
 #include "nn/dcae/model.h"
 #include "tests/testing/check.h"
+#include "tests/testing/tiny_dcae.h"
 
 namespace dcae::nn::dcae_model {
 namespace {
@@ -92,16 +93,10 @@ TEST(DcaeConfigs, JsonRoundTripAndDiffusersDefaults) {
 // A tiny config that exercises every path: stem with and without depth, both resampling kinds, BatchNorm,
 // multi-scale attention, both attention forms (8x8 -> linear, 2x2 -> quadratic).
 DcaeConfig tiny(bool sana_like) {
-  DcaeConfig c = published_config(sana_like ? "dc-ae-f32c32-sana-1.0" : "dc-ae-f32c32-in-1.0");
-  c.latent_channels = 4;
-  c.attention_head_dim = 4;
-  c.encoder_block_out_channels = c.decoder_block_out_channels = {8, 8, 16};
-  c.encoder_block_types = c.decoder_block_types = {"ResBlock", "EfficientViTBlock", "EfficientViTBlock"};
-  c.encoder_layers_per_block = c.decoder_layers_per_block = {sana_like ? 1 : 0, 1, 1};
-  c.encoder_qkv_multiscales = c.decoder_qkv_multiscales = {{}, {}, {5}};
-  c.decoder_norm_types = {"batch_norm", "rms_norm", "rms_norm"};
-  c.decoder_act_fns = {"relu", "silu", "silu"};
-  return c;
+  return dcae::testing::tiny_dcae_config({{"ResBlock", 8, sana_like ? 1 : 0, "batch_norm", "relu"},
+                                    {"EfficientViTBlock", 8, 1, "rms_norm", "silu"},
+                                    {"EfficientViTBlock", 16, 1, "rms_norm", "silu", {5}}},
+                                   sana_like ? "dc-ae-f32c32-sana-1.0" : "dc-ae-f32c32-in-1.0");
 }
 
 TEST(DcaeModel, TinyModelsShapesAndGradients) {

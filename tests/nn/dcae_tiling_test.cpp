@@ -7,22 +7,16 @@
 #include "core/autograd/grad_mode.h"
 #include "nn/dcae/tiling.h"
 #include "tests/testing/check.h"
+#include "tests/testing/tiny_dcae.h"
 
 namespace dcae::nn::dcae_model {
 namespace {
 
 // f = 4 (three stages), an attention stage, BatchNorm, a pixel-unshuffle stem.
 DcaeConfig tiny() {
-  DcaeConfig c = published_config("dc-ae-f32c32-in-1.0");
-  c.latent_channels = 4;
-  c.attention_head_dim = 4;
-  c.encoder_block_out_channels = c.decoder_block_out_channels = {8, 8, 16};
-  c.encoder_block_types = c.decoder_block_types = {"ResBlock", "ResBlock", "EfficientViTBlock"};
-  c.encoder_layers_per_block = c.decoder_layers_per_block = {0, 1, 1};
-  c.encoder_qkv_multiscales = c.decoder_qkv_multiscales = {{}, {}, {}};
-  c.decoder_norm_types = {"batch_norm", "batch_norm", "rms_norm"};
-  c.decoder_act_fns = {"relu", "relu", "silu"};
-  return c;
+  return dcae::testing::tiny_dcae_config({{"ResBlock", 8, 0, "batch_norm", "relu"},
+                                    {"ResBlock", 8, 1, "batch_norm", "relu"},
+                                    {"EfficientViTBlock", 16, 1, "rms_norm", "silu"}});
 }
 
 // A tile as plain [h][w][c] floats (batch 1).

@@ -1,11 +1,13 @@
 // GraphedRunner: encode and decode of a tiny DC-AE through CUDA graphs equal the eager calls on fresh inputs, the
 // first call of a shape runs eagerly and the second captures, results survive later calls, and a new shape gets
 // its own graph.
+#include "nn/dcae/graphed_runner.h"
+
 #include <gtest/gtest.h>
 
 #include "core/autograd/grad_mode.h"
-#include "nn/dcae/graphed_runner.h"
 #include "tests/cuda/cuda_test_util.h"
+#include "tests/testing/tiny_dcae.h"
 
 namespace dcae {
 namespace {
@@ -21,16 +23,9 @@ class CudaGraphedRunner : public testing::CudaTest {};
 
 // Every block kind in miniature: ResBlocks, EfficientViT blocks with a multi-scale branch, BatchNorm in the decoder.
 DcaeConfig tiny_config() {
-  DcaeConfig c = nn::dcae_model::published_config("dc-ae-f32c32-in-1.0");
-  c.latent_channels = 4;
-  c.attention_head_dim = 4;
-  c.encoder_block_out_channels = c.decoder_block_out_channels = {8, 8, 16};
-  c.encoder_block_types = c.decoder_block_types = {"ResBlock", "EfficientViTBlock", "EfficientViTBlock"};
-  c.encoder_layers_per_block = c.decoder_layers_per_block = {0, 1, 1};
-  c.encoder_qkv_multiscales = c.decoder_qkv_multiscales = {{}, {}, {5}};
-  c.decoder_norm_types = {"batch_norm", "rms_norm", "rms_norm"};
-  c.decoder_act_fns = {"relu", "silu", "silu"};
-  return c;
+  return dcae::testing::tiny_dcae_config({{"ResBlock", 8, 0, "batch_norm", "relu"},
+                                    {"EfficientViTBlock", 8, 1, "rms_norm", "silu"},
+                                    {"EfficientViTBlock", 16, 1, "rms_norm", "silu", {5}}});
 }
 
 #ifdef DCAE_WITH_CUDA

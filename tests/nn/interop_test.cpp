@@ -11,6 +11,7 @@
 #include "nn/io/diffusers.h"
 #include "nn/io/efficientvit.h"
 #include "tests/testing/check.h"
+#include "tests/testing/tiny_dcae.h"
 
 namespace dcae::nn {
 namespace {
@@ -26,15 +27,11 @@ std::string temp_path(const std::string& name) {
 // Tiny configurations covering the stem with and without depth, both resampling kinds, BatchNorm stages and a
 // multi-scale attention stage.
 DcaeConfig tiny(bool sana_like) {
-  DcaeConfig c = dcae_model::published_config(sana_like ? "dc-ae-f32c32-sana-1.0" : "dc-ae-f32c32-in-1.0");
-  c.latent_channels = 4;
-  c.attention_head_dim = 4;
-  c.encoder_block_out_channels = c.decoder_block_out_channels = {8, 8, 8, 16};
-  c.encoder_block_types = c.decoder_block_types = {"ResBlock", "ResBlock", "EfficientViTBlock", "EfficientViTBlock"};
-  c.encoder_layers_per_block = c.decoder_layers_per_block = {sana_like ? 1 : 0, 1, 1, 1};
-  c.encoder_qkv_multiscales = c.decoder_qkv_multiscales = {{}, {}, {}, {5}};
-  c.decoder_norm_types = {"batch_norm", "batch_norm", "rms_norm", "rms_norm"};
-  c.decoder_act_fns = {"relu", "relu", "silu", "silu"};
+  DcaeConfig c = dcae::testing::tiny_dcae_config({{"ResBlock", 8, sana_like ? 1 : 0, "batch_norm", "relu"},
+                                            {"ResBlock", 8, 1, "batch_norm", "relu"},
+                                            {"EfficientViTBlock", 8, 1, "rms_norm", "silu"},
+                                            {"EfficientViTBlock", 16, 1, "rms_norm", "silu", {5}}},
+                                           sana_like ? "dc-ae-f32c32-sana-1.0" : "dc-ae-f32c32-in-1.0");
   c.scaling_factor = 0.5;
   return c;
 }

@@ -1,8 +1,6 @@
 // dcae-encode end to end: a tiny random DC-AE exported as a diffusers folder encodes a small image shard set; the
 // latent shards must hold model.encode(images) * scaling_factor (and of the mirrored images for "#flip" entries).
 #include <gtest/gtest.h>
-
-#include "tests/testing/tool_run.h"
 #include <sys/wait.h>
 
 #include <cstdlib>
@@ -17,6 +15,8 @@
 #include "nn/io/diffusers.h"
 #include "ops/elementwise.h"
 #include "tests/datasets/datasets_testing.h"
+#include "tests/testing/tiny_dcae.h"
+#include "tests/testing/tool_run.h"
 
 namespace dcae::datasets {
 namespace {
@@ -36,15 +36,9 @@ RunResult run_encode(const std::string& arguments, const ScratchDir& scratch) {
 // Compression 4 (three stages), 4 latent channels, both block kinds; the scaling factor is not 1 so that
 // forgetting it shows.
 DcaeConfig tiny_config() {
-  DcaeConfig c = nn::dcae_model::published_config("dc-ae-f32c32-in-1.0");
-  c.latent_channels = 4;
-  c.attention_head_dim = 4;
-  c.encoder_block_out_channels = c.decoder_block_out_channels = {8, 8, 16};
-  c.encoder_block_types = c.decoder_block_types = {"ResBlock", "EfficientViTBlock", "EfficientViTBlock"};
-  c.encoder_layers_per_block = c.decoder_layers_per_block = {1, 1, 1};
-  c.encoder_qkv_multiscales = c.decoder_qkv_multiscales = {{}, {}, {5}};
-  c.decoder_norm_types = {"rms_norm", "rms_norm", "rms_norm"};
-  c.decoder_act_fns = {"relu", "silu", "silu"};
+  DcaeConfig c = dcae::testing::tiny_dcae_config({{"ResBlock", 8, 1, "rms_norm", "relu"},
+                                            {"EfficientViTBlock", 8, 1, "rms_norm", "silu"},
+                                            {"EfficientViTBlock", 16, 1, "rms_norm", "silu", {5}}});
   c.scaling_factor = 0.75;
   return c;
 }

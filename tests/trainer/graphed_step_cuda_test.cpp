@@ -13,6 +13,7 @@
 #include "ops/view.h"
 #include "tests/cuda/cuda_test_util.h"
 #include "tests/testing/check.h"
+#include "tests/testing/tiny_dcae.h"
 #include "trainer/optim/adamw.h"
 #include "trainer/optim/clip.h"
 #ifdef DCAE_WITH_CUDA
@@ -36,16 +37,9 @@ class GraphedTrainStepTest : public dcae::testing::CudaTest {};
 
 // Three stages (ResBlock, EfficientViT with linear attention, multi-scale attention), RMSNorm decoder.
 DcaeConfig tiny() {
-  DcaeConfig c = nn::dcae_model::published_config("dc-ae-f32c32-in-1.0");
-  c.latent_channels = 4;
-  c.attention_head_dim = 4;
-  c.encoder_block_out_channels = c.decoder_block_out_channels = {8, 8, 16};
-  c.encoder_block_types = c.decoder_block_types = {"ResBlock", "EfficientViTBlock", "EfficientViTBlock"};
-  c.encoder_layers_per_block = c.decoder_layers_per_block = {1, 1, 1};
-  c.encoder_qkv_multiscales = c.decoder_qkv_multiscales = {{}, {}, {5}};
-  c.decoder_norm_types = {"rms_norm", "rms_norm", "rms_norm"};
-  c.decoder_act_fns = {"relu", "silu", "silu"};
-  return c;
+  return dcae::testing::tiny_dcae_config({{"ResBlock", 8, 1, "rms_norm", "relu"},
+                                    {"EfficientViTBlock", 8, 1, "rms_norm", "silu"},
+                                    {"EfficientViTBlock", 16, 1, "rms_norm", "silu", {5}}});
 }
 
 // A model in bf16 on the GPU, its capturable AdamW, and a static input batch.
