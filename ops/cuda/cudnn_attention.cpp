@@ -24,7 +24,7 @@ cudnnHandle_t handle_for(int device) {
   if (static_cast<int>(handles.size()) <= device) handles.resize(device + 1, nullptr);
   if (handles[device] == nullptr) {
     ::dcae::cuda::DeviceGuard guard(device);
-    DCAE_CUDNN_ATTENTION_CHECK(cudnnCreate(&handles[device]));
+    DCAE_CUDNN_CHECK(cudnnCreate(&handles[device]));
   }
   return handles[device];
 }
@@ -57,8 +57,8 @@ std::string known_limitation(const AttentionParams& p, bool backward) {
   return {};
 }
 
-std::vector<BackendDescriptor> engine_configs(const AttentionGraph& graph, cudnnBackendHeurMode_t mode) {
-  BackendDescriptor heuristic(CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR);
+std::vector<Descriptor> engine_configs(const AttentionGraph& graph, cudnnBackendHeurMode_t mode) {
+  Descriptor heuristic(CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR);
   heuristic.set_descriptor(CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, graph.graph);
   heuristic.set(CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, 1, &mode);
   if (!heuristic.try_finalize()) return {};
@@ -67,24 +67,24 @@ std::vector<BackendDescriptor> engine_configs(const AttentionGraph& graph, cudnn
                                &count, nullptr) != CUDNN_STATUS_SUCCESS ||
       count <= 0)
     return {};
-  std::vector<BackendDescriptor> configs;  // cuDNN fills descriptors we create
+  std::vector<Descriptor> configs;  // cuDNN fills descriptors we create
   std::vector<cudnnBackendDescriptor_t> raw;
   for (int64_t i = 0; i < count; ++i) {
     configs.emplace_back(CUDNN_BACKEND_ENGINECFG_DESCRIPTOR);
     raw.push_back(configs.back().get());
   }
   int64_t returned = 0;
-  DCAE_CUDNN_ATTENTION_CHECK(cudnnBackendGetAttribute(heuristic.get(), CUDNN_ATTR_ENGINEHEUR_RESULTS,
+  DCAE_CUDNN_CHECK(cudnnBackendGetAttribute(heuristic.get(), CUDNN_ATTR_ENGINEHEUR_RESULTS,
                                                       CUDNN_TYPE_BACKEND_DESCRIPTOR, count, &returned, raw.data()));
   configs.erase(configs.begin() + std::min(returned, count), configs.end());
   return configs;
 }
 
 // The engine behind a configuration: its global index and whether its kernels are compiled at run time.
-void describe_engine(const BackendDescriptor& config, int64_t& engine_id, bool& runtime_compiled) {
+void describe_engine(const Descriptor& config, int64_t& engine_id, bool& runtime_compiled) {
   engine_id = -1;
   runtime_compiled = false;
-  BackendDescriptor engine(CUDNN_BACKEND_ENGINE_DESCRIPTOR);
+  Descriptor engine(CUDNN_BACKEND_ENGINE_DESCRIPTOR);
   cudnnBackendDescriptor_t engine_raw = engine.get();
   int64_t returned = 0;
   if (cudnnBackendGetAttribute(config.get(), CUDNN_ATTR_ENGINECFG_ENGINE, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
@@ -102,14 +102,14 @@ void describe_engine(const BackendDescriptor& config, int64_t& engine_id, bool& 
 // A finalized plan with the graph it came from.
 struct Plan {
   std::shared_ptr<AttentionGraph> graph;
-  BackendDescriptor config{CUDNN_BACKEND_ENGINECFG_DESCRIPTOR};
-  BackendDescriptor plan{CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR};
+  Descriptor config{CUDNN_BACKEND_ENGINECFG_DESCRIPTOR};
+  Descriptor plan{CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR};
   int64_t workspace = 0;
   int64_t engine_id = -1;
 };
 
 // Tries to finalize `config` into a plan; null (with `error`) when the engine cannot run the problem after all.
-std::shared_ptr<Plan> finalize_plan(const std::shared_ptr<AttentionGraph>& graph, BackendDescriptor config,
+std::shared_ptr<Plan> finalize_plan(const std::shared_ptr<AttentionGraph>& graph, Descriptor config,
                                     cudnnHandle_t handle, std::string& error) {
   auto plan = std::make_shared<Plan>();
   plan->graph = graph;
@@ -123,7 +123,7 @@ std::shared_ptr<Plan> finalize_plan(const std::shared_ptr<AttentionGraph>& graph
     return nullptr;
   }
   int64_t returned = 0;
-  DCAE_CUDNN_ATTENTION_CHECK(cudnnBackendGetAttribute(plan->plan.get(), CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE,
+  DCAE_CUDNN_CHECK(cudnnBackendGetAttribute(plan->plan.get(), CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE,
                                                       CUDNN_TYPE_INT64, 1, &returned, &plan->workspace));
   return plan;
 }
@@ -147,16 +147,16 @@ std::shared_ptr<const Plan> make_plan(const AttentionParams& p, DType dtype, boo
   std::string error;
   const std::shared_ptr<AttentionGraph> graph = build_graph(p, dtype, backward, handle, error);
   if (!graph) return nullptr;
-  std::vector<BackendDescriptor> precompiled, runtime_compiled;
+  std::vector<Descriptor> precompiled, runtime_compiled;
   for (cudnnBackendHeurMode_t mode : {CUDNN_HEUR_MODE_A, CUDNN_HEUR_MODE_FALLBACK})
-    for (BackendDescriptor& config : engine_configs(*graph, mode)) {
+    for (Descriptor& config : engine_configs(*graph, mode)) {
       int64_t engine_id = -1;
       bool compiled_at_run_time = false;
       describe_engine(config, engine_id, compiled_at_run_time);
       (compiled_at_run_time ? runtime_compiled : precompiled).push_back(std::move(config));
     }
-  for (std::vector<BackendDescriptor>* configs : {&precompiled, &runtime_compiled})
-    for (BackendDescriptor& config : *configs)
+  for (std::vector<Descriptor>* configs : {&precompiled, &runtime_compiled})
+    for (Descriptor& config : *configs)
       if (auto plan = finalize_plan(graph, std::move(config), handle, error)) return plan;
   return nullptr;
 }
@@ -186,7 +186,7 @@ thread_local int64_t t_last_engine = -1;
 // Runs `plan` on the current stream with the given (uid, pointer) pairs and a workspace from our allocator.
 void execute(const Plan& plan, int device, const std::vector<std::pair<int64_t, void*>>& bindings) {
   const cudnnHandle_t handle = handle_for(device);
-  DCAE_CUDNN_ATTENTION_CHECK(cudnnSetStream(handle, ::dcae::cuda::current_stream(device).handle()));
+  DCAE_CUDNN_CHECK(cudnnSetStream(handle, ::dcae::cuda::current_stream(device).handle()));
   Tensor workspace;
   if (plan.workspace > 0) workspace = empty({plan.workspace}, DType::u8, Device::cuda(device));
   void* workspace_ptr = workspace.defined() ? workspace.raw_data() : nullptr;
@@ -196,13 +196,13 @@ void execute(const Plan& plan, int device, const std::vector<std::pair<int64_t, 
     uids.push_back(uid);
     pointers.push_back(pointer);
   }
-  BackendDescriptor pack(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR);
+  Descriptor pack(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR);
   pack.set(CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR, static_cast<int64_t>(pointers.size()),
            pointers.data());
   pack.set(CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, static_cast<int64_t>(uids.size()), uids.data());
   pack.set(CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1, &workspace_ptr);
   DCAE_CHECK(pack.try_finalize(), "cuDNN attention variant pack refused: ", cudnn_last_error());
-  DCAE_CUDNN_ATTENTION_CHECK(cudnnBackendExecute(handle, plan.plan.get(), pack.get()));
+  DCAE_CUDNN_CHECK(cudnnBackendExecute(handle, plan.plan.get(), pack.get()));
   t_last_engine = plan.engine_id;
 }
 
@@ -277,7 +277,7 @@ CudnnAttentionReport cudnn_attention_report(const AttentionParams& p, DType dtyp
   }
   int compiled = 0;
   for (cudnnBackendHeurMode_t mode : {CUDNN_HEUR_MODE_A, CUDNN_HEUR_MODE_FALLBACK}) {
-    for (BackendDescriptor& config : engine_configs(*graph, mode)) {
+    for (Descriptor& config : engine_configs(*graph, mode)) {
       CudnnAttentionEngine engine;
       engine.heuristic = mode == CUDNN_HEUR_MODE_A ? "A" : "fallback";
       describe_engine(config, engine.engine_id, engine.runtime_compiled);

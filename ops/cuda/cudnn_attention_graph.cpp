@@ -4,45 +4,13 @@
 
 namespace dcae::ops::cuda::attention_detail {
 
-std::string cudnn_last_error() {
-  char detail[1024] = {};
-  cudnnGetLastErrorString(detail, sizeof(detail));
-  return detail;
-}
-
-void check_cudnn(cudnnStatus_t status, const char* call) {
-  if (status == CUDNN_STATUS_SUCCESS) return;
-  const std::string detail = cudnn_last_error();
-  DCAE_FAIL(call, " failed: ", cudnnGetErrorString(status), detail.empty() ? "" : ": " + detail);
-}
-
-BackendDescriptor::BackendDescriptor(cudnnBackendDescriptorType_t type) {
-  DCAE_CUDNN_ATTENTION_CHECK(cudnnBackendCreateDescriptor(type, &raw_));
-}
-
-BackendDescriptor::~BackendDescriptor() {
-  if (raw_ != nullptr) cudnnBackendDestroyDescriptor(raw_);
-}
-
-void BackendDescriptor::set(cudnnBackendAttributeName_t name, cudnnBackendAttributeType_t type, int64_t count,
-                            const void* values) {
-  DCAE_CUDNN_ATTENTION_CHECK(cudnnBackendSetAttribute(raw_, name, type, count, values));
-}
-
-void BackendDescriptor::set_descriptor(cudnnBackendAttributeName_t name, const BackendDescriptor& value) {
-  cudnnBackendDescriptor_t raw = value.get();
-  set(name, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &raw);
-}
-
-bool BackendDescriptor::try_finalize() { return cudnnBackendFinalize(raw_) == CUDNN_STATUS_SUCCESS; }
-
 namespace {
 
 using Dims = std::array<int64_t, 4>;
 
 // A tensor of the graph under construction: its descriptor and logical dims.
 struct Node {
-  const BackendDescriptor* desc = nullptr;
+  const Descriptor* desc = nullptr;
   Dims dims{};
 };
 
@@ -75,12 +43,12 @@ class GraphBuilder {
   // y = x (op) b, or y = op(x) when `b` has no descriptor.
   void pointwise(const char* step, cudnnPointwiseMode_t mode, const Node& x, const Node& b, const Node& y) {
     if (!ok()) return;
-    BackendDescriptor& pw = graph_.parts.emplace_back(CUDNN_BACKEND_POINTWISE_DESCRIPTOR);
+    Descriptor& pw = graph_.parts.emplace_back(CUDNN_BACKEND_POINTWISE_DESCRIPTOR);
     const cudnnDataType_t precision = CUDNN_DATA_FLOAT;
     pw.set(CUDNN_ATTR_POINTWISE_MODE, CUDNN_TYPE_POINTWISE_MODE, 1, &mode);
     pw.set(CUDNN_ATTR_POINTWISE_MATH_PREC, CUDNN_TYPE_DATA_TYPE, 1, &precision);
     if (!finalize(pw, step)) return;
-    BackendDescriptor& op = graph_.parts.emplace_back(CUDNN_BACKEND_OPERATION_POINTWISE_DESCRIPTOR);
+    Descriptor& op = graph_.parts.emplace_back(CUDNN_BACKEND_OPERATION_POINTWISE_DESCRIPTOR);
     op.set_descriptor(CUDNN_ATTR_OPERATION_POINTWISE_PW_DESCRIPTOR, pw);
     op.set_descriptor(CUDNN_ATTR_OPERATION_POINTWISE_XDESC, *x.desc);
     if (b.desc != nullptr) op.set_descriptor(CUDNN_ATTR_OPERATION_POINTWISE_BDESC, *b.desc);
@@ -94,12 +62,12 @@ class GraphBuilder {
   // y = reduction of x over the dims where y has size 1.
   void reduction(const char* step, cudnnReduceTensorOp_t mode, const Node& x, const Node& y) {
     if (!ok()) return;
-    BackendDescriptor& red = graph_.parts.emplace_back(CUDNN_BACKEND_REDUCTION_DESCRIPTOR);
+    Descriptor& red = graph_.parts.emplace_back(CUDNN_BACKEND_REDUCTION_DESCRIPTOR);
     const cudnnDataType_t precision = CUDNN_DATA_FLOAT;
     red.set(CUDNN_ATTR_REDUCTION_OPERATOR, CUDNN_TYPE_REDUCTION_OPERATOR_TYPE, 1, &mode);
     red.set(CUDNN_ATTR_REDUCTION_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &precision);
     if (!finalize(red, step)) return;
-    BackendDescriptor& op = graph_.parts.emplace_back(CUDNN_BACKEND_OPERATION_REDUCTION_DESCRIPTOR);
+    Descriptor& op = graph_.parts.emplace_back(CUDNN_BACKEND_OPERATION_REDUCTION_DESCRIPTOR);
     op.set_descriptor(CUDNN_ATTR_OPERATION_REDUCTION_DESC, red);
     op.set_descriptor(CUDNN_ATTR_OPERATION_REDUCTION_XDESC, *x.desc);
     op.set_descriptor(CUDNN_ATTR_OPERATION_REDUCTION_YDESC, *y.desc);
@@ -109,11 +77,11 @@ class GraphBuilder {
   // c = a b over the last two dims, batched over the first two; fp32 accumulation.
   void matmul(const char* step, const Node& a, const Node& b, const Node& c) {
     if (!ok()) return;
-    BackendDescriptor& mm = graph_.parts.emplace_back(CUDNN_BACKEND_MATMUL_DESCRIPTOR);
+    Descriptor& mm = graph_.parts.emplace_back(CUDNN_BACKEND_MATMUL_DESCRIPTOR);
     const cudnnDataType_t precision = CUDNN_DATA_FLOAT;
     mm.set(CUDNN_ATTR_MATMUL_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &precision);
     if (!finalize(mm, step)) return;
-    BackendDescriptor& op = graph_.parts.emplace_back(CUDNN_BACKEND_OPERATION_MATMUL_DESCRIPTOR);
+    Descriptor& op = graph_.parts.emplace_back(CUDNN_BACKEND_OPERATION_MATMUL_DESCRIPTOR);
     op.set_descriptor(CUDNN_ATTR_OPERATION_MATMUL_ADESC, *a.desc);
     op.set_descriptor(CUDNN_ATTR_OPERATION_MATMUL_BDESC, *b.desc);
     op.set_descriptor(CUDNN_ATTR_OPERATION_MATMUL_CDESC, *c.desc);
@@ -124,7 +92,7 @@ class GraphBuilder {
   // y = x seen with other dims and strides (a transpose, for the backward's P^T, dS^T and K).
   void reshape(const char* step, const Node& x, const Node& y) {
     if (!ok()) return;
-    BackendDescriptor& op = graph_.parts.emplace_back(CUDNN_BACKEND_OPERATION_RESHAPE_DESCRIPTOR);
+    Descriptor& op = graph_.parts.emplace_back(CUDNN_BACKEND_OPERATION_RESHAPE_DESCRIPTOR);
     op.set_descriptor(CUDNN_ATTR_OPERATION_RESHAPE_XDESC, *x.desc);
     op.set_descriptor(CUDNN_ATTR_OPERATION_RESHAPE_YDESC, *y.desc);
     add_operation(op, step);
@@ -142,7 +110,7 @@ class GraphBuilder {
   Node make_tensor(int64_t uid, cudnnDataType_t type, const Dims& dims, const Dims& strides, bool is_virtual,
                    bool by_value) {
     if (!ok()) return Node{nullptr, dims};
-    BackendDescriptor& t = graph_.parts.emplace_back(CUDNN_BACKEND_TENSOR_DESCRIPTOR);
+    Descriptor& t = graph_.parts.emplace_back(CUDNN_BACKEND_TENSOR_DESCRIPTOR);
     const int64_t alignment = 16;  // every operand row is 16-byte aligned (attention.cu copies when not)
     t.set(CUDNN_ATTR_TENSOR_DATA_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &type);
     t.set(CUDNN_ATTR_TENSOR_DIMENSIONS, CUDNN_TYPE_INT64, 4, dims.data());
@@ -155,13 +123,13 @@ class GraphBuilder {
     return Node{&t, dims};
   }
 
-  bool finalize(BackendDescriptor& descriptor, const char* step) {
+  bool finalize(Descriptor& descriptor, const char* step) {
     if (descriptor.try_finalize()) return true;
     error_ = std::string(step) + " refused: " + cudnn_last_error();
     return false;
   }
 
-  void add_operation(BackendDescriptor& op, const char* step) {
+  void add_operation(Descriptor& op, const char* step) {
     if (finalize(op, step)) operations_.push_back(op.get());
   }
 

@@ -20,38 +20,12 @@
 #include <cudnn_graph.h>
 
 #include "ops/cuda/attention_common.h"
+#include "ops/cuda/cudnn_descriptor.h"
 
 namespace dcae::ops::cuda::attention_detail {
 
-// Throws dcae::Error naming `call` and cuDNN's last error message unless `status` is success.
-void check_cudnn(cudnnStatus_t status, const char* call);
-#define DCAE_CUDNN_ATTENTION_CHECK(call) ::dcae::ops::cuda::attention_detail::check_cudnn((call), #call)
-
-// cuDNN's most recent error message on this thread ("" when none).
-std::string cudnn_last_error();
-
-// An owned backend descriptor.
-class BackendDescriptor {
- public:
-  explicit BackendDescriptor(cudnnBackendDescriptorType_t type);
-  ~BackendDescriptor();
-  BackendDescriptor(BackendDescriptor&& other) noexcept : raw_(std::exchange(other.raw_, nullptr)) {}
-  BackendDescriptor& operator=(BackendDescriptor&& other) noexcept {
-    std::swap(raw_, other.raw_);
-    return *this;
-  }
-  BackendDescriptor(const BackendDescriptor&) = delete;
-  BackendDescriptor& operator=(const BackendDescriptor&) = delete;
-
-  cudnnBackendDescriptor_t get() const { return raw_; }
-  void set(cudnnBackendAttributeName_t name, cudnnBackendAttributeType_t type, int64_t count, const void* values);
-  void set_descriptor(cudnnBackendAttributeName_t name, const BackendDescriptor& value);
-  // Finalizing is where cuDNN judges a descriptor: false (with cudnn_last_error() set) when it says no.
-  bool try_finalize();
-
- private:
-  cudnnBackendDescriptor_t raw_ = nullptr;
-};
+using cudnn::cudnn_last_error;
+using cudnn::Descriptor;
 
 // Unique ids of the tensors that reach memory, in graphs and variant packs.
 enum AttentionUid : int64_t {
@@ -61,8 +35,8 @@ enum AttentionUid : int64_t {
 
 // One finalized operation graph with every descriptor it refers to (plans built from it keep it alive).
 struct AttentionGraph {
-  std::deque<BackendDescriptor> parts;  // a deque: references to earlier parts stay valid as it grows
-  BackendDescriptor graph{CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR};
+  std::deque<Descriptor> parts;  // a deque: references to earlier parts stay valid as it grows
+  Descriptor graph{CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR};
   bool backward = false;
 };
 

@@ -7,6 +7,8 @@
 
 namespace dcae::ops::cuda::cudnn_conv_detail {
 
+using cudnn::Descriptor;
+
 // A finalized engine configuration and the engine and knob-choice descriptors it was made of (kept alive with it,
 // as cudnn-frontend does, since the configuration refers to them).
 struct KnobVariant {

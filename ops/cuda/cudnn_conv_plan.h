@@ -14,6 +14,8 @@
 
 namespace dcae::ops::cuda::cudnn_conv_detail {
 
+using cudnn::Descriptor;
+
 // The calling thread's cuDNN handle for `device` (created on first use, never destroyed).
 cudnnHandle_t handle_for(int device);
 

@@ -1,5 +1,5 @@
-// Pieces of cuDNN 9's backend API shared by the convolution files (ops/cuda/cudnn_conv.cpp and
-// cudnn_conv_knobs.cpp): a checked call, and an owned backend descriptor.
+// Pieces of cuDNN 9's backend API shared by the convolution (ops/cuda/cudnn_conv*.cpp) and fused-attention
+// (ops/cuda/cudnn_attention*.cpp) files: a checked call, cuDNN's last error message, and an owned backend descriptor.
 #pragma once
 #include <cudnn_graph.h>
 
@@ -8,15 +8,22 @@
 
 #include "core/tensor/tensor.h"
 
-namespace dcae::ops::cuda::cudnn_conv_detail {
+namespace dcae::ops::cuda::cudnn {
 
-inline void check_cudnn(cudnnStatus_t status, const char* call) {
-  if (status == CUDNN_STATUS_SUCCESS) return;
+// cuDNN's most recent error message on this thread ("" when none).
+inline std::string cudnn_last_error() {
   char detail[1024] = {};
   cudnnGetLastErrorString(detail, sizeof(detail));
-  DCAE_FAIL(call, " failed: ", cudnnGetErrorString(status), detail[0] != '\0' ? std::string(": ") + detail : "");
+  return detail;
 }
-#define DCAE_CUDNN_CHECK(call) ::dcae::ops::cuda::cudnn_conv_detail::check_cudnn((call), #call)
+
+// Throws dcae::Error naming `call` and cuDNN's last error message unless `status` is success.
+inline void check_cudnn(cudnnStatus_t status, const char* call) {
+  if (status == CUDNN_STATUS_SUCCESS) return;
+  const std::string detail = cudnn_last_error();
+  DCAE_FAIL(call, " failed: ", cudnnGetErrorString(status), detail.empty() ? "" : ": " + detail);
+}
+#define DCAE_CUDNN_CHECK(call) ::dcae::ops::cuda::cudnn::check_cudnn((call), #call)
 
 // An owned backend descriptor.
 class Descriptor {
@@ -43,7 +50,7 @@ class Descriptor {
     cudnnBackendDescriptor_t raw = value.get();
     set(name, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &raw);
   }
-  // Unsupported configurations fail to finalize; that is an answer, not an error.
+  // Unsupported configurations fail to finalize (cudnn_last_error() says why); that is an answer, not an error.
   bool try_finalize() { return cudnnBackendFinalize(raw_) == CUDNN_STATUS_SUCCESS; }
   void finalize() { DCAE_CUDNN_CHECK(cudnnBackendFinalize(raw_)); }
 
@@ -51,4 +58,4 @@ class Descriptor {
   cudnnBackendDescriptor_t raw_ = nullptr;
 };
 
-}  // namespace dcae::ops::cuda::cudnn_conv_detail
+}  // namespace dcae::ops::cuda::cudnn
