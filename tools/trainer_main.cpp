@@ -8,6 +8,7 @@
 
 #include "dist/bootstrap.h"
 #include "trainer/dcae_job.h"
+#include "trainer/diffusion/diffusion_job.h"
 #include "trainer/preemption.h"
 #include "trainer/registries.h"
 #include "tools/common/cli.h"
@@ -32,8 +33,11 @@ int run(const po::variables_map& vm) {
     const Registries& r = registries();
     std::cout << "models: " << joined(r.models.names()) << "\nlosses: " << joined(r.losses.names())
               << "\ndatasets: " << joined(r.datasets.names()) << "\noptimizers: " << joined(r.optimizers.names())
-              << "\nlr schedules: " << joined(r.schedules.names()) << "\n\nrecipe keys:\n"
-              << job_schema().describe();
+              << "\nlr schedules: " << joined(r.schedules.names()) << "\ndenoisers: " << joined(r.denoisers.names())
+              << "\ndiffusion objectives: " << joined(r.diffusion_objectives.names())
+              << "\ndiffusion samplers: " << joined(r.diffusion_samplers.names())
+              << "\nlatent datasets: " << joined(r.latent_datasets.names()) << "\n\nrecipe keys (job = \"dcae\"):\n"
+              << job_schema().describe() << "\nrecipe keys (job = \"diffusion\"):\n" << diffusion_job_schema().describe();
     return 0;
   }
   DCAE_CHECK(!recipe_path.empty(), "give a recipe: dcae-trainer RECIPE.toml [--set key=value]... (see --help)");
@@ -52,12 +56,21 @@ int run(const po::variables_map& vm) {
               << "), local rank " << ctx.local_rank;
   JobSummary summary;
   std::string run_dir;
+  const bool diffusion = recipe.get<std::string>("job") == "diffusion";
   try {
-    DcaeJob job(recipe, options);
-    run_dir = job.run_dir();
-    LOG(INFO) << "dcae-trainer: " << recipe.describe_origin() << " -> " << job.run_dir() << ", steps "
-              << job.step() << ".." << recipe.get<int64_t>("train.steps");
-    summary = job.run();
+    if (diffusion) {
+      diffusion::DiffusionJob job(recipe, options);
+      run_dir = job.run_dir();
+      LOG(INFO) << "dcae-trainer (diffusion): " << recipe.describe_origin() << " -> " << job.run_dir() << ", steps "
+                << job.step() << ".." << recipe.get<int64_t>("train.steps");
+      summary = job.run();
+    } else {
+      DcaeJob job(recipe, options);
+      run_dir = job.run_dir();
+      LOG(INFO) << "dcae-trainer: " << recipe.describe_origin() << " -> " << job.run_dir() << ", steps "
+                << job.step() << ".." << recipe.get<int64_t>("train.steps");
+      summary = job.run();
+    }
   } catch (const Error& e) {
     // The other ranks may be waiting in a collective this rank will never join: end the whole job.
     if (ctx.world_size > 1) dist::abort_job(e.what());
@@ -109,7 +122,7 @@ int main(int argc, char** argv) {
   std::vector<char*> pointers;
   for (std::string& a : args) pointers.push_back(a.data());
   return dcae::tools::run_tool(static_cast<int>(pointers.size()), pointers.data(),
-                               "dcae-trainer: train a DC-AE autoencoder from a recipe.\n"
+                               "dcae-trainer: train a DC-AE autoencoder, or a diffusion model on its latents (job = \"diffusion\"), from a recipe.\n"
                                "  dcae-trainer RECIPE.toml [--set key=value]... [--out DIR]",
                                options, run);
 }

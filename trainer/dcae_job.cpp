@@ -12,6 +12,7 @@
 #include "dist/data_parallel.h"
 #include "dist/fsdp.h"
 #include "trainer/cpu_float_mode.h"
+#include "trainer/diffusion/diffusion_job.h"
 #include "trainer/gan_loss.h"
 #include "trainer/plugin.h"
 #include "trainer/preemption.h"
@@ -28,8 +29,10 @@ RecipeSchema& job_schema() {
 
 Recipe load_job_recipe(const std::string& path, const std::vector<std::string>& overrides) {
   const RecipeSource source = resolve_recipe(path, overrides);
-  load_plugins(plugin_paths(source), registries(), job_schema());
-  return validate_recipe(source, job_schema());
+  // The job kind picks the schema (and the schema plugins extend).
+  RecipeSchema& schema = recipe_job_kind(source.values) == "diffusion" ? diffusion_job_schema() : job_schema();
+  load_plugins(plugin_paths(source), registries(), schema);
+  return validate_recipe(source, schema);
 }
 
 Device resolve_device(const std::string& text) {

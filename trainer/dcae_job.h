@@ -64,7 +64,8 @@ struct JobOptions {
 
 // The process-wide recipe schema plugins extend (plugins load once per process, so their keys live here too).
 RecipeSchema& job_schema();
-// resolve_recipe + the recipe's plugins loaded into registries() / job_schema() + validate_recipe.
+// resolve_recipe + the recipe's plugins loaded into registries() / job_schema() + validate_recipe. A recipe with
+// job = "diffusion" is validated against diffusion_job_schema() (trainer/diffusion/diffusion_job.h) instead.
 Recipe load_job_recipe(const std::string& path, const std::vector<std::string>& overrides = {});
 // "auto" -> cuda when available, else cpu; "cuda" without a GPU build is an error.
 Device resolve_device(const std::string& text);

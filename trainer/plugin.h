@@ -1,7 +1,7 @@
 // Plugins: shared libraries that register factories (optimizers, schedules, models, losses, datasets) and recipe
 // keys. A plugin exports
 //
-//   extern "C" int dcae_plugin_register_v2(dcae::trainer::PluginApi* api) {
+//   extern "C" int dcae_plugin_register_v3(dcae::trainer::PluginApi* api) {
 //     if (!dcae::trainer::plugin_api_compatible(api)) return 1;
 //     api->registries->schedules.add("my_schedule", ...);
 //     return 0;
@@ -21,8 +21,8 @@
 namespace dcae::trainer {
 
 // Bump on any change to PluginApi, Registries or the factory signatures; the entry point's name carries it.
-// v2: Registries gained models, losses and datasets.
-inline constexpr int kPluginApiVersion = 2;
+// v2: Registries gained models, losses and datasets. v3: denoisers, diffusion objectives and samplers, latent datasets.
+inline constexpr int kPluginApiVersion = 3;
 
 struct PluginApi {
   int api_version = kPluginApiVersion;
@@ -37,7 +37,7 @@ inline bool plugin_api_compatible(const PluginApi* api) {
   return api != nullptr && api->api_version == kPluginApiVersion && api->struct_size == sizeof(PluginApi);
 }
 
-// dlopens `path` and calls its dcae_plugin_register_v2. Errors name the file and dlerror(), a plugin built for
+// dlopens `path` and calls its dcae_plugin_register_v3. Errors name the file and dlerror(), a plugin built for
 // another API version, a non-zero return or an exception thrown by the plugin. Loading the same file into the same
 // registries twice is a no-op. Returns true when the plugin was newly loaded.
 bool load_plugin(const std::string& path, Registries& registries, RecipeSchema& schema);
@@ -47,5 +47,5 @@ void load_plugins(const std::vector<std::string>& paths, Registries& registries,
 
 extern "C" {
 // The entry point a plugin defines (declared here so the signature is checked when the plugin compiles).
-int dcae_plugin_register_v2(dcae::trainer::PluginApi* api);
+int dcae_plugin_register_v3(dcae::trainer::PluginApi* api);
 }

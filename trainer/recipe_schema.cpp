@@ -106,6 +106,8 @@ KeySpec one_of(KeySpec spec, std::vector<std::string> choices) {
 
 using VT = ValueType;
 
+}  // namespace
+
 void add_optimizer_section(RecipeSchema& s, const std::string& section, const std::string& what) {
   s.add(key(section + ".name", VT::string, "adamw", "registered optimizer for " + what + " (adamw, sgd, plugins)"));
   s.add(bounded(key(section + ".lr", VT::number, 6.4e-5, "peak learning rate"), 0.0));
@@ -133,12 +135,22 @@ void add_schedule_section(RecipeSchema& s, const std::string& section, const std
   s.add(bounded(key(section + ".decay_steps", VT::integer, 0, "cosine horizon in steps (0 = train.steps)"), 0.0));
 }
 
-}  // namespace
+std::string recipe_job_kind(const nlohmann::json& values) {
+  if (!values.is_object() || !values.contains("job")) return "dcae";
+  const nlohmann::json& job = values.at("job");
+  DCAE_CHECK(job.is_string(), "recipe key 'job' must be a string (\"dcae\" or \"diffusion\"), got ", job.dump());
+  const std::string kind = job.get<std::string>();
+  DCAE_CHECK(kind == "dcae" || kind == "diffusion", "recipe key 'job' = \"", kind,
+             "\": expected \"dcae\" (autoencoder training) or \"diffusion\" (latent diffusion training)");
+  return kind;
+}
 
 RecipeSchema dcae_recipe_schema() {
   RecipeSchema s;
+  s.add(one_of(key("job", VT::string, "dcae", "what this recipe trains: dcae (autoencoder) or diffusion"),
+               {"dcae", "diffusion"}));
   s.add(key("plugins", VT::string_list, json::array(),
-            "shared libraries to load first; each exports dcae_plugin_register_v2 (paths relative to the working dir)"));
+            "shared libraries to load first; each exports dcae_plugin_register_v3 (paths relative to the working dir)"));
 
   s.add(required("model.name", VT::string, "registered model: a published config (dc-ae-f32c32-in-1.0, ...) or a custom one"));
   s.add(key("model.config", VT::table, json::object(), "overrides of the named config's fields (widths, depths, ...)"));

@@ -61,7 +61,16 @@ class RecipeSchema {
 };
 
 // The schema of a DC-AE training recipe (sections model, data, loss, optim, disc_optim, schedule, disc_schedule,
-// train, eval, checkpoint, log, dist, and the top-level plugins list).
+// train, eval, checkpoint, log, dist, and the top-level plugins list and job kind).
 RecipeSchema dcae_recipe_schema();
+// The schema of a diffusion training recipe (job = "diffusion"; trainer/diffusion/diffusion_schema.cpp).
+RecipeSchema diffusion_recipe_schema();
+
+// The job a recipe asks for: its top-level `job` ("dcae" when absent), read before validation picks the schema.
+std::string recipe_job_kind(const nlohmann::json& values);
+
+// Sections both job kinds share: an optimizer (name, lr, betas, eps, weight_decay, ..., groups) and an LR schedule.
+void add_optimizer_section(RecipeSchema& s, const std::string& section, const std::string& what);
+void add_schedule_section(RecipeSchema& s, const std::string& section, const std::string& what);
 
 }  // namespace dcae::trainer

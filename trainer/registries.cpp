@@ -42,6 +42,7 @@ void register_builtins(Registries& r) {
   r.datasets.add("shards", make_shard_source, "HDF5 shards (data.shards, data.eval_shards) through the loader");
   r.datasets.add("synthetic", make_synthetic_source, "generated smooth images (data.synthetic_images)");
   r.datasets.add("folder", make_folder_source, "PNG/JPEG files under data.folder, held in memory");
+  register_diffusion_builtins(r);
 }
 }  // namespace
 

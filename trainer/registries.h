@@ -7,6 +7,10 @@
 #include <vector>
 
 #include "trainer/data_sources.h"
+#include "trainer/diffusion/denoisers.h"
+#include "trainer/diffusion/latent_data.h"
+#include "trainer/diffusion/objective.h"
+#include "trainer/diffusion/sampler.h"
 #include "trainer/job_model.h"
 #include "trainer/losses.h"
 #include "trainer/optim/optimizer.h"
@@ -24,6 +28,11 @@ struct Registries {
   Registry<ModelFactory> models{"model"};              // every published DC-AE name, dc-ae-custom
   Registry<LossFactory> losses{"loss"};                // l1, mse, lpips, gan
   Registry<DatasetFactory> datasets{"dataset"};        // shards, synthetic, folder
+  // The diffusion job (job = "diffusion", trainer/diffusion/).
+  Registry<diffusion::DenoiserFactory> denoisers{"denoiser"};                  // tiny-conv-denoiser (+ nn/diffusion's zoo)
+  Registry<diffusion::ObjectiveFactory> diffusion_objectives{"diffusion objective"};  // ddpm, uvit-ddpm, flow-matching
+  Registry<diffusion::SamplerFactory> diffusion_samplers{"diffusion sampler"};  // ddpm, dpm-solver++, euler, heun
+  Registry<diffusion::LatentDatasetFactory> latent_datasets{"latent dataset"};  // latent_shards, synthetic
 };
 
 // The registries with the built-ins in place.
@@ -36,5 +45,7 @@ std::unique_ptr<Schedule> make_schedule(const ScheduleConfig& config, const Regi
 
 // The built-in loss terms (trainer/losses.cpp), for registries built by hand.
 void register_builtin_losses(Registry<LossFactory>& losses);
+// The diffusion job's built-ins: denoisers, objectives, samplers, latent datasets (trainer/diffusion/builtins.cpp).
+void register_diffusion_builtins(Registries& r);
 
 }  // namespace dcae::trainer

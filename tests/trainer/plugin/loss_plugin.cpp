@@ -48,7 +48,7 @@ void add_key(RecipeSchema& schema, const char* path, ValueType type, nlohmann::j
 
 }  // namespace
 
-extern "C" int dcae_plugin_register_v2(PluginApi* api) {
+extern "C" int dcae_plugin_register_v3(PluginApi* api) {
   if (!plugin_api_compatible(api)) return 1;
   api->registries->losses.add(
       "test_scaled_l1",

@@ -42,7 +42,7 @@ class StepHalving final : public Schedule {
 
 }  // namespace
 
-extern "C" int dcae_plugin_register_v2(PluginApi* api) {
+extern "C" int dcae_plugin_register_v3(PluginApi* api) {
   if (!plugin_api_compatible(api)) return 1;
   if (std::getenv("DCAE_TEST_PLUGIN_REFUSE") != nullptr) return 7;
   if (std::getenv("DCAE_TEST_PLUGIN_THROW") != nullptr) DCAE_FAIL("the test plugin was asked to throw");
