@@ -49,6 +49,9 @@ class TinyConvDenoiser : public nn::diffusion::Denoiser {
     time_out_ = register_module("time_mlp.linear_2", std::make_shared<nn::Linear>(width, width, true, init));
     // One row per class plus the "no class" row used for classifier-free guidance.
     class_embedding_ = register_module("class_embedding", std::make_shared<EmbeddingTable>(shape.num_classes + 1, width, init));
+    // A learned embedding per latent position, as the transformers have: class patterns are spatial.
+    position_embedding_ = register_module("position_embedding",
+                                          std::make_shared<EmbeddingTable>(shape.input_size * shape.input_size, width, init));
     for (int64_t b = 0; b < blocks; ++b) {
       const std::string prefix = "blocks." + std::to_string(b);
       conv1_.push_back(register_module(prefix + ".conv1", std::make_shared<nn::Conv2d>(width, width, 3, 1, -1, 1, true, init)));
@@ -73,7 +76,10 @@ class TinyConvDenoiser : public nn::diffusion::Denoiser {
     Tensor emb = (*time_out_)(ops::silu((*time_in_)(timestep_embedding(t, width_, dtype))));
     emb = ops::add(emb, ops::embedding(class_embedding_->weight, labels));
     const Tensor bias = ops::reshape(emb, {x.size(0), 1, 1, width_});
-    Tensor h = ops::add((*conv_in_)(input), bias);
+    DCAE_CHECK(x.size(1) == shape_.input_size && x.size(2) == shape_.input_size, "tiny-conv-denoiser: built for ",
+               shape_.input_size, "x", shape_.input_size, " latents, got ", x.str());
+    const Tensor position = ops::reshape(position_embedding_->weight, {1, shape_.input_size, shape_.input_size, width_});
+    Tensor h = ops::add(ops::add((*conv_in_)(input), bias), position);
     for (size_t b = 0; b < conv1_.size(); ++b)
       h = ops::add(h, (*conv2_[b])(ops::silu(ops::add((*conv1_[b])(ops::silu(h)), bias))));
     return (*conv_out_)(ops::silu(h));
@@ -90,7 +96,7 @@ class TinyConvDenoiser : public nn::diffusion::Denoiser {
   std::shared_ptr<nn::Conv2d> conv_in_, conv_out_;
   std::shared_ptr<nn::Linear> time_in_, time_out_;
   std::vector<std::shared_ptr<nn::Conv2d>> conv1_, conv2_;
-  std::shared_ptr<EmbeddingTable> class_embedding_;
+  std::shared_ptr<EmbeddingTable> class_embedding_, position_embedding_;
 };
 
 }  // namespace
