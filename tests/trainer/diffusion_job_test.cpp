@@ -11,6 +11,7 @@
 #include "nn/io/safetensors.h"
 #include "tests/testing/check.h"
 #include "tests/testing/tool_run.h"
+#include "tests/trainer/trainer_mpi_testing.h"
 #include "tests/trainer/trainer_testing.h"
 #include "trainer/diffusion/diffusion_job.h"
 #include "trainer/registries.h"
@@ -56,22 +57,25 @@ std::map<std::string, std::vector<float>> parameters(DiffusionJob& job) {
 }
 
 TEST(DiffusionJob, ResumeContinuesBitForBit) {
-  for (const std::string objective : {"ddpm", "flow-matching"}) {
+  // bf16 weights with fp32 masters too: the masters, the EMA and the loss scaler state travel in the checkpoint.
+  for (const auto& [objective, precision] : std::vector<std::pair<std::string, std::string>>{
+           {"ddpm", "fp32"}, {"flow-matching", "fp32"}, {"ddpm", "bf16"}}) {
     ScratchDir dir;
     const bool sigma = objective == "ddpm";
-    DiffusionJob straight(load(dir, recipe_text(dir.file("a"), objective, sigma)));
+    const std::vector<std::string> set = {"train.precision=" + precision};
+    DiffusionJob straight(load(dir, recipe_text(dir.file("a"), objective, sigma), set));
     straight.run();
     JobOptions stop;
     stop.stop_at = 3;
     {
-      DiffusionJob first(load(dir, recipe_text(dir.file("b"), objective, sigma)), stop);
+      DiffusionJob first(load(dir, recipe_text(dir.file("b"), objective, sigma), set), stop);
       EXPECT_TRUE(first.run().interrupted);
     }
-    DiffusionJob resumed(load(dir, recipe_text(dir.file("b"), objective, sigma)));
+    DiffusionJob resumed(load(dir, recipe_text(dir.file("b"), objective, sigma), set));
     ASSERT_TRUE(resumed.resumed_from().has_value());
     EXPECT_EQ(resumed.step(), 3);
     resumed.run();
-    EXPECT_EQ(parameters(resumed), parameters(straight)) << objective;
+    EXPECT_EQ(parameters(resumed), parameters(straight)) << objective << " " << precision;
     // The metrics read as one run: the same train losses, step by step.
     const auto a = rows(dir.file("a/metrics.jsonl"), "train"), b = rows(dir.file("b/metrics.jsonl"), "train");
     ASSERT_EQ(a.size(), 6u);
@@ -266,6 +270,34 @@ TEST(DiffusionRecipes, ShippedRecipesCarryThePapersCommands) {
     sampler.objective = objective.get();
     EXPECT_NO_THROW(registries().diffusion_samplers.create(e.sampler, sampler));
   }
+}
+
+}  // namespace
+}  // namespace dcae::trainer::diffusion
+
+namespace dcae::trainer::diffusion {
+namespace {
+
+// Two ranks under mpirun: data parallel training ends with identical denoisers on both ranks.
+TEST(DiffusionJobDdp, TwoRanksEndWithIdenticalReplicas) {
+#ifndef DCAE_MPIEXEC
+  GTEST_SKIP() << "built without MPI";
+#else
+  trainer::testing::ScratchDir dir;
+  const std::string recipe = std::string(DCAE_SOURCE_DIR) + "/recipes/tiny_diffusion.toml";
+  const auto run = trainer::testing::run_trainer(
+      dir, 2, "'" + recipe + "' --out '" + dir.file("run") + "' --set train.steps=12 --set eval.every=6 " +
+                  "--set checkpoint.every=6 --set log.every=4 --set data.batch_size=8");
+  ASSERT_EQ(run.code, 0) << run.output;
+  EXPECT_NE(run.output.find("data parallel over 2 ranks"), std::string::npos) << run.output;
+  const std::string digest0 = trainer::testing::read_text(dir.file("run/param_digest.rank0"));
+  ASSERT_FALSE(digest0.empty());
+  EXPECT_EQ(digest0, trainer::testing::read_text(dir.file("run/param_digest.rank1")));
+  const auto rows = trainer::testing::train_rows(dir.file("run/metrics.jsonl"));
+  ASSERT_EQ(rows.size(), 3u);
+  EXPECT_EQ(rows.back()["step"], 12);
+  EXPECT_TRUE(std::filesystem::exists(dir.file("run/samples/step_00000012.safetensors")));
+#endif
 }
 
 }  // namespace

@@ -15,7 +15,8 @@
 //   resume     checkpoints as the DC-AE job writes them (model, ema, optim, trainer state with the noise stream and
 //              data position); checkpoint.resume = "auto" continues bit for bit
 //   ranks      world_size > 1: dist::DataParallel (gradients averaged over ranks), each rank its share of the data
-//              and its own noise stream, losses averaged over ranks, rank 0 writes
+//              and its own noise stream, losses averaged over ranks, rank 0 writes; DCAE_PARAM_DIGEST=1 makes every
+//              rank write a digest of its parameters at the end (the tests compare them)
 //
 // Run folder (log.dir or --out): recipe.toml, metrics.jsonl, samples/, checkpoints/.
 #pragma once
@@ -86,6 +87,8 @@ class DiffusionJob {
   LabelledNet network();
   void average_losses_over_ranks(LossTerms& losses);
   void log_step(const StepResult& result);
+  // DCAE_PARAM_DIGEST=1: each rank writes a digest of the denoiser's parameters to <run_dir>/param_digest.rank<r>.
+  void write_parameter_digest() const;
   bool logging_rank() const;
 
   Recipe recipe_;
