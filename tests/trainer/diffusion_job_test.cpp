@@ -118,11 +118,9 @@ TEST(DiffusionJob, TrainsOnLatentShardsAtTheRecipesScalingFactor) {
   EXPECT_EQ(source->stored_scaling_factor(), 0.5);
   const LatentBatch batch = source->next();
   for (int i = 0; i < 10; ++i) {
-    EXPECT_TRUE(dcae::testing::all_close(batch.latents.select(0, i), written[i].to(DType::f32).clone().to(DType::f32), 0, 0) ==
-                false);  // not the stored values ...
     std::vector<float> doubled = written[i].to_vector<float>();
     for (float& v : doubled) v *= 2.0f;
-    EXPECT_EQ(batch.latents.select(0, i).contiguous().to_vector<float>(), doubled) << i;  // ... but twice them
+    EXPECT_EQ(batch.latents.select(0, i).contiguous().to_vector<float>(), doubled) << i;  // stored x 0.5, trained x 1
     EXPECT_EQ(batch.labels.to_vector<int64_t>()[i], i % 3);
   }
   // The job trains on them, at the recipe's factor.
