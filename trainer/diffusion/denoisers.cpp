@@ -14,7 +14,7 @@ namespace dcae::trainer::diffusion {
 Tensor timestep_embedding(const Tensor& t, int64_t dim, DType dtype) {
   DCAE_CHECK(t.dim() == 1 && dim >= 2 && dim % 2 == 0, "timestep_embedding: t must be [N] and dim even, got ",
              t.str(), " and ", dim);
-  const std::vector<double> times = t.to(DType::f64).to(Device::cpu()).to_vector<double>();
+  const std::vector<double> times = t.to(Device::cpu()).to(DType::f64).to_vector<double>();
   const int64_t n = t.size(0), half = dim / 2;
   std::vector<double> out(static_cast<size_t>(n * dim));
   for (int64_t i = 0; i < n; ++i)
