@@ -50,6 +50,12 @@ void register_diffusion_builtins(Registries& r) {
   r.diffusion_samplers.add(
       "dpm-solver++",
       [](const diffusion::SamplerSpec& s) {
+        return diffusion::make_dpm_solver_pp_fast_sampler(gaussian_schedule_for(s), s.objective->time_offset(), s.steps);
+      },
+      "DPM-Solver++ fast (U-ViT's reference): singlestep order 3 on a time-uniform grid");
+  r.diffusion_samplers.add(
+      "dpm-solver++-2m",
+      [](const diffusion::SamplerSpec& s) {
         return diffusion::make_dpm_solver_pp_sampler(gaussian_schedule_for(s), s.objective->time_offset(), s.steps);
       },
       "multistep DPM-Solver++ (2M), log-SNR uniform steps");

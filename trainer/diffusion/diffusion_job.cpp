@@ -46,7 +46,7 @@ std::string default_sampler(const std::string& objective) {
 
 int64_t default_sample_steps(const std::string& sampler) {
   if (sampler == "ddpm") return 250;
-  if (sampler == "dpm-solver++") return 30;
+  if (sampler == "dpm-solver++" || sampler == "dpm-solver++-2m") return 30;
   return 50;
 }
 

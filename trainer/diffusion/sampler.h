@@ -5,10 +5,12 @@
 //   ddpm         ancestral DDPM (DiT), respaced to diffusion.sample_steps of the objective's T steps (improved
 //                DDPM's space_timesteps); the network's variance when it predicts one, else the "fixed large"
 //                variance (betas); no clipping of x_0
-//   dpm-solver++ multistep DPM-Solver++ of order 2 (2M) with data prediction on the objective's discrete schedule
-//                seen in continuous time, steps uniform in log-SNR from t = 1 to t = 1 / T, first order at the
-//                first step and (below 10 steps) at the last. U-ViT's reference runs the singlestep "fast" order-3
-//                variant with the same NFE; this is the multistep order-2 one.
+//   dpm-solver++ U-ViT's reference sampler: DPM-Solver++ (data prediction) "fast", on the objective's discrete
+//                schedule seen in continuous time, a time-uniform grid of steps + 1 points from t = 1 to t = 1 / T,
+//                singlestep updates of order 3 (evaluations at the next two grid points), the last ones of order
+//                2 and 1 (30 steps: 9 x 3, 2, 1); one network evaluation per step
+//   dpm-solver++-2m  multistep DPM-Solver++ of order 2 with steps uniform in log-SNR, first order at the first step
+//                and (below 10 steps) at the last
 //   euler, heun  the flow-matching ODE dx/dt = v(x, t) from t = 0 (noise) to t = 1 (data) on a uniform grid
 //                (Heun: 2 evaluations per step). SiT's reference integrates with adaptive dopri5; not built.
 #pragma once
@@ -38,7 +40,10 @@ struct SamplerSpec {
 using SamplerFactory = std::function<std::unique_ptr<Sampler>(const SamplerSpec&)>;
 
 std::unique_ptr<Sampler> make_ddpm_sampler(const GaussianSchedule& schedule, double time_offset, int64_t steps);
+// dpm-solver++-2m and dpm-solver++ (the "fast" singlestep one).
 std::unique_ptr<Sampler> make_dpm_solver_pp_sampler(const GaussianSchedule& schedule, double time_offset, int64_t steps);
+std::unique_ptr<Sampler> make_dpm_solver_pp_fast_sampler(const GaussianSchedule& schedule, double time_offset,
+                                                         int64_t steps);
 // method "euler" or "heun".
 std::unique_ptr<Sampler> make_flow_ode_sampler(const std::string& method, int64_t steps);
 
