@@ -18,7 +18,7 @@ import torch.nn.functional as F
 def timestep_embedding(t, dim, max_period=10000, float32=False):
     half = dim // 2
     dtype = torch.float32 if float32 else torch.float64
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=dtype) / half)
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=dtype, device=t.device) / half)
     args = t[:, None].to(dtype) * freqs[None]
     emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
     if dim % 2:
