@@ -156,6 +156,8 @@ void check_denoiser_inputs(const std::string& model, const Tensor& x, const Tens
   DCAE_CHECK(t.dim() == 1 && t.size(0) == n, model, " expects timesteps t [", n, "], got ", t.str());
   DCAE_CHECK(labels.dim() == 1 && labels.size(0) == n && labels.dtype() == DType::i64, model,
              " expects int64 labels [", n, "], got ", labels.str());
+  DCAE_CHECK(t.device() == x.device() && labels.device() == x.device(), model, ": x ", x.str(), ", t ", t.str(),
+             " and labels ", labels.str(), " must be on one device");
   if (labels.device().is_cpu()) {  // on the GPU the embedding kernel reports a bad id
     for (int64_t id : labels.contiguous().to_vector<int64_t>())
       DCAE_CHECK(id >= 0 && id <= num_classes, model, ": label ", id, " is out of range [0, ", num_classes,

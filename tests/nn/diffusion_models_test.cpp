@@ -85,7 +85,7 @@ TEST(DiffusionModels, StateNamesAreTheReferenceKeys) {
   std::vector<std::string> uvit = {"pos_embed", "patch_embed.proj.weight", "patch_embed.proj.bias",
                                    "time_embed.0.weight", "time_embed.0.bias", "time_embed.2.weight",
                                    "time_embed.2.bias", "label_emb.embedding_table.weight"};
-  for (const std::string& prefix : {"in_blocks.0.", "mid_block.", "out_blocks.0."})
+  for (const char* prefix : {"in_blocks.0.", "mid_block.", "out_blocks.0."})
     for (const auto& name : block) uvit.push_back(prefix + name);
   for (const char* name : {"out_blocks.0.skip_linear.weight", "out_blocks.0.skip_linear.bias", "norm.weight",
                            "norm.bias", "decoder_pred.weight", "decoder_pred.bias"})
@@ -123,8 +123,10 @@ TEST(DiffusionModels, ForwardShapesAndTheNoClassLabel) {
     EXPECT_EQ(model->num_classes(), 5);
     EXPECT_EQ(model->input_size(), 4);
     // The null label has its own embedding: the output changes with it (DiT: once adaLN is no longer zero).
-    if (dit)
-      for (const auto& [pname, p] : model->named_parameters()) assign_in_place(p, random_tensor(p.shape(), 7, DType::f32, 0.3));
+    if (dit) {
+      for (const auto& [pname, p] : model->named_parameters())
+        assign_in_place(p, random_tensor(p.shape(), 7, DType::f32, 0.3));
+    }
     const Tensor x2 = random_tensor({2, 4, 4, 3}, 2, DType::f32), t2 = from_doubles({10, 10}, {2});
     const Tensor cond = model->forward(x2, t2, tiny_labels({2, 2}));
     const Tensor uncond = model->forward(x2, t2, tiny_labels({5, 5}));
@@ -161,9 +163,11 @@ TEST(DiffusionModels, GradientsMatchFiniteDifferencesInF64) {
 TEST(DiffusionModels, InitialisationFollowsTheReference) {
   auto dit = make_diffusion_model("dit-s", {4, 4, 10}, {{"depth", 2}, {"hidden_size", 16}, {"num_heads", 2}});
   // adaLN-Zero: modulation and output layer start at zero, so the initial prediction is exactly zero.
-  for (const auto& [name, p] : dit->named_parameters())
-    if (name.find("adaLN_modulation") != std::string::npos || name.rfind("final_layer.linear", 0) == 0)
+  for (const auto& [name, p] : dit->named_parameters()) {
+    if (name.find("adaLN_modulation") != std::string::npos || name.rfind("final_layer.linear", 0) == 0) {
       EXPECT_EQ(ops::max(ops::abs(p)).item<float>(), 0.0f) << name;
+    }
+  }
   const Tensor zero_out = dit->forward(random_tensor({2, 4, 4, 4}, 5, DType::f32), from_doubles({1, 2}, {2}),
                                        tiny_labels({0, 10}));
   EXPECT_EQ(ops::max(ops::abs(zero_out)).item<float>(), 0.0f);
