@@ -202,17 +202,16 @@ void DcaeJob::log_step(const StepResult& result, int64_t images) {
   window_counts_.clear();
 }
 
-void DcaeJob::write_train_row(ProgressMeter::Report& report_row, double loss, double grad_norm, bool skipped) {
-  ProgressMeter::Report* report = &report_row;
+void DcaeJob::write_train_row(ProgressMeter::Report& report, double loss, double grad_norm, bool skipped) {
   if (first_window_loss_ < 0.0) first_window_loss_ = loss;
   last_window_loss_ = loss;
-  report->row["split"] = "train";
-  report->row["grad_norm"] = grad_norm;  // the log step's own (not a window mean)
-  report->row["skipped_steps"] = nonfinite_->total_skipped();
-  if (skipped) report->row["skipped"] = true;
-  if (scaler_) report->row["loss_scale"] = scaler_->scale();
+  report.row["split"] = "train";
+  report.row["grad_norm"] = grad_norm;  // the log step's own (not a window mean)
+  report.row["skipped_steps"] = nonfinite_->total_skipped();
+  if (skipped) report.row["skipped"] = true;
+  if (scaler_) report.row["loss_scale"] = scaler_->scale();
   const dist::MemoryStats& memory = step_memory_;
-  report->row["memory"] = memory.to_json();
+  report.row["memory"] = memory.to_json();
   if (logging_rank())
     LOG(INFO) << "memory (rank " << options_.rank << "): params " << dist::format_bytes(memory.parameters)
               << ", grads " << dist::format_bytes(memory.gradients) << ", optim "
@@ -220,7 +219,7 @@ void DcaeJob::write_train_row(ProgressMeter::Report& report_row, double loss, do
               << ", comm " << dist::format_bytes(memory.communication_buffers) << " (peak "
               << dist::format_bytes(memory.communication_peak) << ")"
               << (fsdp_ ? ", gathered " + dist::format_bytes(memory.gathered_parameters) : std::string());
-  metrics_->write(report->row);
+  metrics_->write(report.row);
 }
 
 EvalResult DcaeJob::evaluate() {
