@@ -95,12 +95,14 @@ TEST_F(CudaCopy, BatchedTransposesEqualTheCpu) {
     check(random_values({64, 1}, 14, dtype).expand({64, 32}), [](const Tensor& t) { return t.transpose(0, 1); },
           "expanded source: not a dense plane, generic copy");
     check(random_values({129, 95}, 15, dtype), [](const Tensor& t) { return t.transpose(0, 1); }, "2-D");
-    // Tiles shaped to a short side, several along the long one (455 x 9, 9 x 455, 2048 x 2).
+    // A short side (at most 16) handled whole, with several blocks along the long one.
     check(random_values({2, 1000, 3, 3}, 19, dtype), [](const Tensor& t) { return t.permute({0, 2, 3, 1}); },
           "long rows of 9");
     check(random_values({2, 3, 3, 1000}, 20, dtype), [](const Tensor& t) { return t.permute({0, 3, 1, 2}); },
           "9 long rows");
     check(random_values({3000, 2}, 21, dtype), [](const Tensor& t) { return t.transpose(0, 1); }, "pairs");
+    check(random_values({20, 300}, 22, dtype), [](const Tensor& t) { return t.transpose(0, 1); },
+          "20 rows: tiles with a partial edge");
     check(random_values({6, 40, 50}, 16, dtype), [](const Tensor& t) { return t.slice(0, 0, 6, 2).transpose(1, 2); },
           "every other plane");
     // Into a transposed destination: dst's fast dim is src's slow one.

@@ -28,52 +28,70 @@ void launch_copy(const Tensor& dst, const Tensor& src, const StridedLayout<2>& l
   check_launch("copy_kernel");
 }
 
-// Batched transpose through shared memory: src[b][r][c] at b*src_batch + r*cols + c (c fastest) to dst[b][c][r]
+// Batched transposes through shared memory: src[b][r][c] at b*src_batch + r*cols + c (c fastest) to dst[b][c][r]
 // at b*dst_batch + c*rows + r (r fastest). The generic copy reads or writes one side with a stride of a whole row,
-// a sector per element: a 3x3 filter changing between KCRS and KRSC (what every cuDNN convolution on our
-// PyTorch-layout weights pays) took ~30 us that way. A tile holds up to 4096 elements, shaped to the problem
-// (64x64, or all of a short side: 455x9 for a 3x3 filter), and threads walk it linearly on both sides, so reads
-// and writes are coalesced even when rows are 9 elements long; each thread keeps its 16 loads in flight at once.
-constexpr int kTransposeTileElements = 4096, kTransposePerThread = kTransposeTileElements / kBlockThreads;
+// a sector per element; a 3x3 filter changing between KCRS and KRSC (what every cuDNN convolution on our
+// PyTorch-layout weights pays) is such a copy with rows of 9. Three shapes, none with a division per element
+// (index math, not memory, bounded the first version at ~390 GB/s):
+//   - rows of at most kNarrow elements: a block copies 256 whole src rows (one contiguous chunk) into shared memory
+//     and writes 256-element runs of each dst row;
+//   - at most kNarrow rows: the mirror image (256 columns of every src row in, one contiguous dst chunk out);
+//   - otherwise 32x32 tiles.
+constexpr int kNarrow = 16, kTile = 32;
 
 template <typename U>
-__global__ void batched_transpose_kernel(U* dst, const U* src, int64_t rows, int64_t cols, int64_t src_batch,
-                                         int64_t dst_batch, int tile_r, int tile_c, int64_t tiles_r,
-                                         int64_t tiles_c, int64_t tiles) {
-  extern __shared__ __align__(16) unsigned char transpose_tile[];
-  U* tile = reinterpret_cast<U*>(transpose_tile);
-  const int pitch = tile_c + 1;  // odd pitch: column reads spread over the banks
+__global__ void transpose_narrow_cols_kernel(U* dst, const U* src, int64_t rows, int cols, int64_t src_batch,
+                                             int64_t dst_batch, int64_t chunks_per_batch, int64_t chunks) {
+  __shared__ U tile[kBlockThreads * kNarrow];
+  for (int64_t t = blockIdx.x; t < chunks; t += gridDim.x) {
+    const int64_t b = t / chunks_per_batch, r0 = t % chunks_per_batch * kBlockThreads;
+    const int nr = static_cast<int>(rows - r0 < kBlockThreads ? rows - r0 : kBlockThreads);
+    const U* in = src + b * src_batch + r0 * cols;
+    for (int j = threadIdx.x; j < nr * cols; j += kBlockThreads) tile[j] = in[j];
+    __syncthreads();
+    U* out = dst + b * dst_batch + r0;
+    if (static_cast<int>(threadIdx.x) < nr)
+      for (int c = 0; c < cols; ++c) out[c * rows + threadIdx.x] = tile[threadIdx.x * cols + c];
+    __syncthreads();  // the tile is reused by this block's next chunk
+  }
+}
+
+template <typename U>
+__global__ void transpose_narrow_rows_kernel(U* dst, const U* src, int rows, int64_t cols, int64_t src_batch,
+                                             int64_t dst_batch, int64_t chunks_per_batch, int64_t chunks) {
+  __shared__ U tile[kBlockThreads * kNarrow];
+  for (int64_t t = blockIdx.x; t < chunks; t += gridDim.x) {
+    const int64_t b = t / chunks_per_batch, c0 = t % chunks_per_batch * kBlockThreads;
+    const int nc = static_cast<int>(cols - c0 < kBlockThreads ? cols - c0 : kBlockThreads);
+    const U* in = src + b * src_batch + c0;
+    if (static_cast<int>(threadIdx.x) < nc)
+      for (int r = 0; r < rows; ++r) tile[threadIdx.x * rows + r] = in[r * cols + threadIdx.x];
+    __syncthreads();
+    U* out = dst + b * dst_batch + c0 * rows;
+    for (int j = threadIdx.x; j < nc * rows; j += kBlockThreads) out[j] = tile[j];
+    __syncthreads();
+  }
+}
+
+template <typename U>
+__global__ void transpose_tiles_kernel(U* dst, const U* src, int64_t rows, int64_t cols, int64_t src_batch,
+                                       int64_t dst_batch, int64_t tiles_r, int64_t tiles_c, int64_t tiles) {
+  __shared__ U tile[kTile][kTile + 1];  // odd pitch: column reads spread over the banks
+  const int tx = threadIdx.x % kTile, ty = threadIdx.x / kTile;
+  constexpr int kRowsPerPass = kBlockThreads / kTile;
   for (int64_t t = blockIdx.x; t < tiles; t += gridDim.x) {
     const int64_t b = t / (tiles_r * tiles_c), within = t % (tiles_r * tiles_c);
-    const int64_t r0 = within / tiles_c * tile_r, c0 = within % tiles_c * tile_c;
-    const int nr = static_cast<int>(rows - r0 < tile_r ? rows - r0 : tile_r);
-    const int nc = static_cast<int>(cols - c0 < tile_c ? cols - c0 : tile_c);
-    const int n = nr * nc;
-    const U* in = src + b * src_batch + r0 * cols + c0;
-    U* out = dst + b * dst_batch + c0 * rows + r0;
-    U v[kTransposePerThread];
+    const int64_t r0 = within / tiles_c * kTile, c0 = within % tiles_c * kTile;
+    const U* in = src + b * src_batch;
+    U* out = dst + b * dst_batch;
 #pragma unroll
-    for (int k = 0; k < kTransposePerThread; ++k) {
-      const int i = threadIdx.x + k * kBlockThreads;
-      if (i < n) v[k] = in[(i / nc) * cols + i % nc];
-    }
-#pragma unroll
-    for (int k = 0; k < kTransposePerThread; ++k) {
-      const int i = threadIdx.x + k * kBlockThreads;
-      if (i < n) tile[(i / nc) * pitch + i % nc] = v[k];
-    }
+    for (int j = ty; j < kTile; j += kRowsPerPass)
+      if (r0 + j < rows && c0 + tx < cols) tile[j][tx] = in[(r0 + j) * cols + c0 + tx];
     __syncthreads();
 #pragma unroll
-    for (int k = 0; k < kTransposePerThread; ++k) {
-      const int i = threadIdx.x + k * kBlockThreads;
-      if (i < n) v[k] = tile[(i % nr) * pitch + i / nr];
-    }
-#pragma unroll
-    for (int k = 0; k < kTransposePerThread; ++k) {
-      const int i = threadIdx.x + k * kBlockThreads;
-      if (i < n) out[(i / nr) * rows + i % nr] = v[k];
-    }
-    __syncthreads();  // the tile is reused by this block's next iteration
+    for (int j = ty; j < kTile; j += kRowsPerPass)
+      if (c0 + j < cols && r0 + tx < rows) out[(c0 + j) * rows + r0 + tx] = tile[tx][j];
+    __syncthreads();
   }
 }
 
@@ -102,22 +120,27 @@ bool as_batched_transpose(const StridedLayout<2>& layout, TransposeShape& shape)
 template <typename U>
 void launch_batched_transpose(const Tensor& dst, const Tensor& src, const TransposeShape& shape,
                               cudaStream_t stream) {
-  // A short side goes into the tile whole; otherwise 64x64.
-  constexpr int64_t kSide = 64;
-  int64_t tile_r = kSide, tile_c = kSide;
-  if (shape.rows < kSide) {
-    tile_r = shape.rows, tile_c = std::min(shape.cols, kTransposeTileElements / tile_r);
-  } else if (shape.cols < kSide) {
-    tile_c = shape.cols, tile_r = std::min(shape.rows, kTransposeTileElements / tile_c);
+  auto* d = static_cast<U*>(dst.raw_data());
+  const auto* s = static_cast<const U*>(src.raw_data());
+  const auto grid = [](int64_t work) { return static_cast<unsigned>(std::min<int64_t>(work, int64_t{1} << 20)); };
+  if (shape.cols <= kNarrow || shape.rows <= kNarrow) {
+    const bool narrow_cols = shape.cols <= kNarrow;
+    const int64_t long_side = narrow_cols ? shape.rows : shape.cols;
+    const int64_t per_batch = (long_side + kBlockThreads - 1) / kBlockThreads, chunks = per_batch * shape.batch;
+    if (narrow_cols)
+      transpose_narrow_cols_kernel<U><<<grid(chunks), kBlockThreads, 0, stream>>>(
+          d, s, shape.rows, static_cast<int>(shape.cols), shape.src_batch, shape.dst_batch, per_batch, chunks);
+    else
+      transpose_narrow_rows_kernel<U><<<grid(chunks), kBlockThreads, 0, stream>>>(
+          d, s, static_cast<int>(shape.rows), shape.cols, shape.src_batch, shape.dst_batch, per_batch, chunks);
+    check_launch("transpose_narrow_kernel");
+    return;
   }
-  const int64_t tiles_r = (shape.rows + tile_r - 1) / tile_r, tiles_c = (shape.cols + tile_c - 1) / tile_c;
+  const int64_t tiles_r = (shape.rows + kTile - 1) / kTile, tiles_c = (shape.cols + kTile - 1) / kTile;
   const int64_t tiles = tiles_r * tiles_c * shape.batch;
-  const unsigned blocks = static_cast<unsigned>(std::min<int64_t>(tiles, int64_t{1} << 20));
-  const size_t shared_bytes = static_cast<size_t>(tile_r * (tile_c + 1)) * sizeof(U);
-  batched_transpose_kernel<U><<<blocks, kBlockThreads, shared_bytes, stream>>>(
-      static_cast<U*>(dst.raw_data()), static_cast<const U*>(src.raw_data()), shape.rows, shape.cols,
-      shape.src_batch, shape.dst_batch, static_cast<int>(tile_r), static_cast<int>(tile_c), tiles_r, tiles_c, tiles);
-  check_launch("batched_transpose_kernel");
+  transpose_tiles_kernel<U><<<grid(tiles), kBlockThreads, 0, stream>>>(d, s, shape.rows, shape.cols, shape.src_batch,
+                                                                       shape.dst_batch, tiles_r, tiles_c, tiles);
+  check_launch("transpose_tiles_kernel");
 }
 
 // Contiguous fill with 16-byte stores where the pointer allows.
