@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "bench/cuda_bench_timing.h"
+#include "bench/kernel_profile.h"
 #ifdef DCAE_WITH_CUDA
 #include "ops/cuda/conv2d.h"
 #endif
@@ -79,6 +80,31 @@ int main() {
     ms = bench::median_ms([&] { ops::cuda::conv2d_backward_weight(grad, x, w_shape, params); });
     bench::print_row("conv2d bwd weight", shape, ms, 2 * macs, x_bytes + w_bytes + y_bytes,
                      ops::cuda::last_conv_algorithm());
+    // What each dense 3x3 call above pays to change the filter between our KCRS and cuDNN's KRSC (the weight
+    // gradient changes its result back): one read and one write of the filter.
+    // The row's time includes the host's work per call (view, layout, allocation); with CUPTI the impl column
+    // also gives the kernel's own GPU time.
+    if (c.k > 1 && c.groups == 1) {
+      const auto permute = [&] { w.permute({0, 2, 3, 1}).contiguous(); };
+      ms = bench::median_ms(permute);
+      std::string impl = "tiled transpose";
+#ifdef DCAE_WITH_CUPTI
+      bench::KernelProfile& profile = bench::KernelProfile::instance();
+      profile.clear();
+      profile.start();
+      for (int rep = 0; rep < 25; ++rep) permute();
+      cuda::current_stream(0).synchronize();
+      profile.stop();
+      double kernel_us = 0;
+      int64_t launches = 0;
+      for (const auto& [name, totals] : profile.totals()) kernel_us += totals.total_us, launches += totals.count;
+      char text[96];
+      std::snprintf(text, sizeof text, ", kernel %.1f us (%.0f GB/s)", kernel_us / 25, 2 * w_bytes / (kernel_us / 25) / 1e3);
+      impl += text;
+      if (launches != 25) impl += " [" + std::to_string(launches) + " launches]";
+#endif
+      bench::print_row("filter KCRS->KRSC", shape, ms, 0, 2 * w_bytes, impl);
+    }
   }
   return 0;
 #endif

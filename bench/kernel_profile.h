@@ -41,6 +41,9 @@ class KernelProfile {
     cuptiActivityDisable(CUPTI_ACTIVITY_KIND_MEMCPY);
     cuptiActivityDisable(CUPTI_ACTIVITY_KIND_MEMSET);
   }
+  // What was recorded so far, by kernel name; clear() forgets it (for the next measurement).
+  const std::map<std::string, KernelTotals>& totals() const { return totals_; }
+  void clear() { totals_.clear(); }
   // {"kernel name": [launches, total microseconds], ...} divided by `iterations`.
   void write_json(const std::string& path, int iterations) const {
     std::FILE* f = std::fopen(path.c_str(), "w");

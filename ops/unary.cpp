@@ -11,6 +11,7 @@ const char* unary_name(UnaryOp op) {
     case UnaryOp::relu: return "relu";
     case UnaryOp::silu: return "silu";
     case UnaryOp::gelu_tanh: return "gelu_tanh";
+    case UnaryOp::gelu_erf: return "gelu_erf";
     case UnaryOp::sigmoid: return "sigmoid";
     case UnaryOp::tanh: return "tanh";
     case UnaryOp::exp: return "exp";
@@ -26,6 +27,8 @@ const char* unary_name(UnaryOp op) {
     case UnaryOp::rsub_scalar: return "rsub_scalar";
     case UnaryOp::clamp: return "clamp";
     case UnaryOp::leaky_relu: return "leaky_relu";
+    case UnaryOp::sin: return "sin";
+    case UnaryOp::cos: return "cos";
   }
   return "unary";
 }
@@ -51,6 +54,7 @@ Tensor unary(UnaryOp op, const Tensor& x, double p0, double p1) {
 Tensor relu(const Tensor& x) { return unary(UnaryOp::relu, x); }
 Tensor silu(const Tensor& x) { return unary(UnaryOp::silu, x); }
 Tensor gelu_tanh(const Tensor& x) { return unary(UnaryOp::gelu_tanh, x); }
+Tensor gelu_erf(const Tensor& x) { return unary(UnaryOp::gelu_erf, x); }
 Tensor sigmoid(const Tensor& x) { return unary(UnaryOp::sigmoid, x); }
 Tensor tanh(const Tensor& x) { return unary(UnaryOp::tanh, x); }
 Tensor exp(const Tensor& x) { return unary(UnaryOp::exp, x); }
@@ -61,5 +65,7 @@ Tensor abs(const Tensor& x) { return unary(UnaryOp::abs, x); }
 Tensor square(const Tensor& x) { return unary(UnaryOp::square, x); }
 Tensor pow(const Tensor& x, double exponent) { return unary(UnaryOp::pow, x, exponent); }
 Tensor leaky_relu(const Tensor& x, double negative_slope) { return unary(UnaryOp::leaky_relu, x, negative_slope); }
+Tensor sin(const Tensor& x) { return unary(UnaryOp::sin, x); }
+Tensor cos(const Tensor& x) { return unary(UnaryOp::cos, x); }
 
 }  // namespace dcae::ops

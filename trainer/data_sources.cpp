@@ -51,7 +51,13 @@ class IndexedSource : public ImageSource {
       loaded_epoch_ = epoch_;
     }
     const int64_t r = spec_.resolution;
-    Tensor batch = empty({spec_.batch_size, r, r, 3}, DType::f32);
+    const Shape shape = {spec_.batch_size, r, r, 3};
+#ifdef DCAE_WITH_CUDA
+    // As the shard loader: batches for a GPU in page-locked memory, so their copy to the device runs asynchronously.
+    Tensor batch = spec_.device.is_cuda() ? cuda::empty_page_locked(shape, DType::f32) : empty(shape, DType::f32);
+#else
+    Tensor batch = empty(shape, DType::f32);
+#endif
     for (int64_t i = 0; i < spec_.batch_size; ++i) {
       const int64_t sample = epoch_samples_[static_cast<size_t>(batch_ * spec_.batch_size + i)];
       batch.select(0, i).copy_(training_image(sample, epoch_));
@@ -97,7 +103,19 @@ class SyntheticSource final : public IndexedSource {
   }
 
  protected:
-  Tensor training_image(int64_t index, int64_t) override { return synthetic_image(spec_.seed, index, spec_.resolution); }
+  // Image `index` is a pure function of (seed, index): generated once and kept while the set fits in 1 GiB, so
+  // large images do not cost a host-side generation every step (the GPU benchmarks train on them).
+  Tensor training_image(int64_t index, int64_t) override {
+    const int64_t r = spec_.resolution, count = spec_.recipe ? spec_.recipe->get<int64_t>("data.synthetic_images") : 256;
+    if (count * r * r * 3 * 4 > (int64_t{1} << 30)) return synthetic_image(spec_.seed, index, r);
+    if (cache_.empty()) cache_.resize(static_cast<size_t>(count));
+    Tensor& image = cache_.at(static_cast<size_t>(index));
+    if (!image.defined()) image = synthetic_image(spec_.seed, index, r);
+    return image;
+  }
+
+ private:
+  std::vector<Tensor> cache_;
 };
 
 bool is_image_file(const fs::path& path) {

@@ -117,6 +117,8 @@ DcaeJob::DcaeJob(Recipe recipe, JobOptions options) : recipe_(std::move(recipe))
   LOG(INFO) << "data: " << source_->summary() << "; " << eval_images_.size(0) << " evaluation images";
 
   build_losses();
+  cuda_graph_ = r.get<bool>("train.cuda_graph");
+  if (cuda_graph_) check_cuda_graph_support();
   setup_data_parallel();  // rank 0's weights on every rank before the optimizer and EMA copy them
   // Under fsdp the optimizer and the EMA hold this rank's trainable shards (fp32, their own masters).
   optim_ = make_optimizer(fsdp_ ? fsdp_->trainable_shards() : model_.module->named_parameters(),
@@ -259,6 +261,7 @@ TrainerState DcaeJob::trainer_state() const {
 }
 
 std::string DcaeJob::save() {
+  sync_graph_to_host();  // exact optimizer step counts, EMA count and non-finite counters in the checkpoint
   if (fsdp_) return save_sharded();  // collective: every rank writes its rows
   if (options_.rank != 0) return "";
   const std::string folder = save_checkpoint(checkpoint_dir_, checkpoint_items(), trainer_state());
@@ -296,6 +299,7 @@ JobSummary DcaeJob::run() {
     if (eval_every > 0 && last_eval_step_ != step_) summary.evals.push_back(evaluate());
     if (last_checkpoint_step_ != step_) save();
   }
+  sync_graph_to_host();  // also after an interruption: state() and the non-finite counters are exact again
   write_parameter_digest();
   summary.steps_done = step_;
   summary.first_loss = first_window_loss_;

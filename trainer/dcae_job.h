@@ -25,6 +25,11 @@
 //   memory     every strategy reports per-rank bytes by category (parameters, gradients, optimizer state,
 //              activations, communication buffers) in a line after the progress line and as "memory" in metrics.
 //   preemption SIGUSR1 (trainer/preemption.h): every rank stops after the same step with a checkpoint of it.
+//   cuda graph train.cuda_graph = true (dcae_job_graph.cpp; one GPU, one rank): the first step of the process runs
+//              the step function eagerly (capturable AdamW, device-side clip and skip), the second captures it
+//              (forward, losses, backward, norm, AdamW, EMA, zero_grad) and every step replays it after copying
+//              its batch into the static input and staging the lr. Loss sums, the last gradient norm and the
+//              non-finite counters stay on the GPU until a log step; step counts are read back before checkpoints.
 //
 // Run folder (log.dir, or --out): recipe.toml, metrics.jsonl, grids/step_XXXXXXXX.png, checkpoints/.
 #pragma once
@@ -169,6 +174,17 @@ class DcaeJob {
   // Backward of one micro-batch's losses scaled by `scale`; returns the adaptive GAN weight used (or 0).
   double backward_micro_batch(const Tensor& reconstruction_loss, const Tensor& adversarial_loss, double scale);
   void log_step(const StepResult& result, int64_t images);
+  // The train row and memory line of a log step, from the window's mean losses.
+  void write_train_row(ProgressMeter::Report& report, double loss, double grad_norm, bool skipped);
+  // train.cuda_graph (dcae_job_graph.cpp): what the job refuses up front, the graphed step, its log step, and the
+  // device state read back to the host (optimizer step counts, EMA count, non-finite counters) before a checkpoint.
+  void check_cuda_graph_support();
+  StepResult graphed_train_step();
+  void setup_graph();
+  void run_graph_step_function();
+  void log_graphed_step(StepResult& result, int64_t images);
+  void account_graph_nonfinite();
+  void sync_graph_to_host();
   bool logging_rank() const;
 
   Recipe recipe_;
@@ -203,6 +219,13 @@ class DcaeJob {
   LossTerms window_sums_;
   std::map<std::string, int64_t> window_counts_;
   double first_window_loss_ = -1.0, last_window_loss_ = 0.0;
+  // train.cuda_graph: the static inputs, the device statistics and the captured step (dcae_job_graph.cpp).
+  struct GraphState;
+  struct GraphStateDeleter {
+    void operator()(GraphState* state) const;
+  };
+  bool cuda_graph_ = false;
+  std::unique_ptr<GraphState, GraphStateDeleter> graph_;
   int64_t last_checkpoint_step_ = -1, last_eval_step_ = -1;
 };
 

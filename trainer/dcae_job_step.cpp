@@ -89,6 +89,7 @@ double DcaeJob::backward_micro_batch(const Tensor& rec, const Tensor& adv, doubl
 }
 
 StepResult DcaeJob::train_step() {
+  if (cuda_graph_) return graphed_train_step();
   const int64_t step = step_;
   StepResult result;
   reset_device_peak(device_);  // the progress line's peak is this step's (not the first step's, nor an evaluation's)
@@ -196,16 +197,21 @@ void DcaeJob::log_step(const StepResult& result, int64_t images) {
   for (auto& [name, value] : means) value /= static_cast<double>(window_counts_[name]);
   auto report = progress_->step(step_, images, means, optim_->groups().front().lr);
   if (!report) return;
-  const double loss = means.front().second;
+  write_train_row(*report, means.front().second, result.grad_norm, result.skipped);
+  window_sums_.clear();
+  window_counts_.clear();
+}
+
+void DcaeJob::write_train_row(ProgressMeter::Report& report, double loss, double grad_norm, bool skipped) {
   if (first_window_loss_ < 0.0) first_window_loss_ = loss;
   last_window_loss_ = loss;
-  report->row["split"] = "train";
-  report->row["grad_norm"] = result.grad_norm;
-  report->row["skipped_steps"] = nonfinite_->total_skipped();
-  if (result.skipped) report->row["skipped"] = true;
-  if (scaler_) report->row["loss_scale"] = scaler_->scale();
+  report.row["split"] = "train";
+  report.row["grad_norm"] = grad_norm;  // the log step's own (not a window mean)
+  report.row["skipped_steps"] = nonfinite_->total_skipped();
+  if (skipped) report.row["skipped"] = true;
+  if (scaler_) report.row["loss_scale"] = scaler_->scale();
   const dist::MemoryStats& memory = step_memory_;
-  report->row["memory"] = memory.to_json();
+  report.row["memory"] = memory.to_json();
   if (logging_rank())
     LOG(INFO) << "memory (rank " << options_.rank << "): params " << dist::format_bytes(memory.parameters)
               << ", grads " << dist::format_bytes(memory.gradients) << ", optim "
@@ -213,9 +219,7 @@ void DcaeJob::log_step(const StepResult& result, int64_t images) {
               << ", comm " << dist::format_bytes(memory.communication_buffers) << " (peak "
               << dist::format_bytes(memory.communication_peak) << ")"
               << (fsdp_ ? ", gathered " + dist::format_bytes(memory.gathered_parameters) : std::string());
-  metrics_->write(report->row);
-  window_sums_.clear();
-  window_counts_.clear();
+  metrics_->write(report.row);
 }
 
 EvalResult DcaeJob::evaluate() {

@@ -5,6 +5,7 @@
 #include "core/autograd/grad_mode.h"
 #include "ops/cpu/cpu_util.h"
 #include "ops/elementwise.h"
+#include "ops/view.h"
 
 namespace dcae::trainer {
 
@@ -28,7 +29,7 @@ double Ema::next_decay() const {
 
 void Ema::update() { update_from(params_); }
 
-void Ema::update_from(const std::vector<nn::NamedTensor>& values) {
+std::vector<const Tensor*> Ema::match(const std::vector<nn::NamedTensor>& values) const {
   DCAE_CHECK(!swapped_in(), "EMA update while the EMA weights are swapped into the model");
   DCAE_CHECK(values.size() == shadows_.size(), "EMA update with ", values.size(), " tensors, the EMA tracks ",
              shadows_.size());
@@ -42,10 +43,47 @@ void Ema::update_from(const std::vector<nn::NamedTensor>& values) {
                shadow.str());
     ordered[it->second] = &value;
   }
+  for (size_t i = 0; i < shadows_.size(); ++i)
+    DCAE_CHECK(ordered[i] != nullptr, "EMA update: no value for '", shadows_[i].first, "'");
+  return ordered;
+}
+
+void Ema::make_capturable() {
+  DCAE_CHECK(!shadows_.empty(), "Ema::make_capturable: the EMA tracks no tensor");
+  const Device device = shadows_.front().second.device();
+  device_updates_ = full({1}, static_cast<double>(num_updates_), DType::f64, device);
+  device_decay_ = full({1}, decay_, DType::f64, device);
+}
+
+void Ema::update_from_if(const std::vector<nn::NamedTensor>& values, const Tensor& apply) {
+  DCAE_CHECK(device_updates_.defined(), "Ema::update_from_if: call make_capturable first");
+  DCAE_CHECK(apply.numel() == 1 && apply.dtype() == DType::f64 && apply.device() == device_updates_.device(),
+             "Ema::update_from_if: `apply` must be one f64 on ", device_updates_.device(), ", got ", apply.str());
+  const std::vector<const Tensor*> ordered = match(values);
+  autograd::NoGradGuard no_grad;
+  // next_decay() on the device: min(decay, (1 + s) / (10 + s)) during warmup.
+  const Tensor decay = warmup_ ? ops::minimum(device_decay_, ops::div(ops::add(device_updates_, 1.0),
+                                                                       ops::add(device_updates_, 10.0)))
+                               : device_decay_;
+  const Tensor weight = ops::mul(ops::rsub(1.0, decay), ops::reshape(apply, {1}));  // 1 - d, or 0 when skipped
+  for (size_t i = 0; i < shadows_.size(); ++i) {
+    Tensor shadow = shadows_[i].second;
+    const Tensor value = ordered[i]->detach().to(shadow.device()).to(shadow.dtype());
+    // shadow += (1 - d) * (value - shadow) with the product in f64, rounded once: update_from's add_ exactly.
+    shadow.add_(ops::mul(ops::cast(ops::sub(value, shadow), DType::f64), weight));
+  }
+  device_updates_.add_(ops::reshape(apply, {1}));
+}
+
+void Ema::sync_updates_to_host() {
+  if (device_updates_.defined()) num_updates_ = static_cast<int64_t>(device_updates_.item<double>());
+}
+
+void Ema::update_from(const std::vector<nn::NamedTensor>& values) {
+  const std::vector<const Tensor*> ordered = match(values);
   const double d = next_decay();
   for (size_t i = 0; i < shadows_.size(); ++i) {
     const Tensor& shadow = shadows_[i].second;
-    DCAE_CHECK(ordered[i] != nullptr, "EMA update: no value for '", shadows_[i].first, "'");
     if (!shadow.device().is_cpu()) {
       autograd::NoGradGuard no_grad;
       const Tensor value = ordered[i]->detach().to(shadow.device()).to(shadow.dtype());
@@ -96,6 +134,7 @@ void Ema::load_state(const std::map<std::string, Tensor>& tensors, const nlohman
              shadows_.size(), " (did train.trainable change?)");
   for (const auto& [name, shadow] : shadows_) Tensor(shadow).copy_(tensors.at(name));
   num_updates_ = scalars.at("num_updates").get<int64_t>();
+  if (device_updates_.defined()) device_updates_.fill_(static_cast<double>(num_updates_));
 }
 
 }  // namespace dcae::trainer

@@ -25,6 +25,14 @@ class Ema {
   void update();
   // One update from `values` (the same names, any order), e.g. the optimizer's fp32 masters of bf16 weights.
   void update_from(const std::vector<nn::NamedTensor>& values);
+  // CUDA-graph steps (train.cuda_graph): make_capturable() moves the update count to the device (seeded from
+  // num_updates()); update_from_if then launches device ops only (capturable): the decay from the device count,
+  // the update applied only when `apply` (f64 [1]) is 1, the count advanced by it. On a GPU the shadows move
+  // exactly as update_from moves them (the same f64 product, rounded once); on the CPU, to a rounding.
+  // sync_updates_to_host() reads the count back (before a checkpoint).
+  void make_capturable();
+  void update_from_if(const std::vector<nn::NamedTensor>& values, const Tensor& apply);
+  void sync_updates_to_host();
   // The decay the next update will use.
   double next_decay() const;
   int64_t num_updates() const { return num_updates_; }
@@ -46,7 +54,11 @@ class Ema {
   std::vector<nn::NamedTensor> params_;
   std::vector<nn::NamedTensor> shadows_;
   std::map<std::string, size_t> index_;  // name -> position in shadows_
+  // `values` in shadow order, checked against the shadows.
+  std::vector<const Tensor*> match(const std::vector<nn::NamedTensor>& values) const;
+
   std::vector<Tensor> backup_;
+  Tensor device_updates_, device_decay_;  // f64 [1] each, capturable mode only
   double decay_;
   bool warmup_;
   int64_t num_updates_ = 0;

@@ -145,6 +145,22 @@ std::string recipe_job_kind(const nlohmann::json& values) {
   return kind;
 }
 
+void check_cuda_graph_recipe(const Recipe& r) {
+  if (!r.get<bool>("train.cuda_graph")) return;
+  // Everything a captured step cannot do: each refusal names the key and why the graph cannot take it.
+  const std::string where = "recipe " + r.describe_origin() + ": train.cuda_graph = true (" + r.origin("train.cuda_graph") + ")";
+  DCAE_CHECK(r.get<std::string>("train.device") != "cpu", where, " needs a GPU, but train.device = \"cpu\"");
+  DCAE_CHECK(r.get<double>("loss.gan") == 0.0, where, " cannot take loss.gan = ", r.get<double>("loss.gan"),
+             ": the GAN alternates discriminator steps decided on the host; train it without the graph");
+  DCAE_CHECK(r.get<std::string>("train.precision") != "fp16", where,
+             " cannot take train.precision = \"fp16\": dynamic loss scaling decides on the host every step "
+             "(use bf16 or fp32)");
+  DCAE_CHECK(r.get<std::string>("dist.strategy") != "fsdp", where,
+             " cannot take dist.strategy = \"fsdp\": unit gathers and reduce-scatters run from host hooks");
+  DCAE_CHECK(r.get<std::string>("optim.name") == "adamw", where, " needs optim.name = \"adamw\" (its capturable ",
+             "mode keeps step counts and lr on the GPU), got \"", r.get<std::string>("optim.name"), "\"");
+}
+
 RecipeSchema dcae_recipe_schema() {
   RecipeSchema s;
   s.add(one_of(key("job", VT::string, "dcae", "what this recipe trains: dcae (autoencoder) or diffusion"),
@@ -203,6 +219,9 @@ RecipeSchema dcae_recipe_schema() {
   s.add(bounded(key("train.loss_scale_init", VT::number, 65536.0, "fp16: initial dynamic loss scale"), 1.0));
   s.add(bounded(key("train.loss_scale_growth_interval", VT::integer, 2000, "fp16: finite steps before the scale doubles"), 1.0));
   s.add(key("train.device", VT::string, "auto", "cpu, cuda, cuda:N or auto (cuda when available)"));
+  s.add(key("train.cuda_graph", VT::boolean, false,
+            "capture the whole step (forward, losses, backward, clip, AdamW, EMA) in a CUDA graph after one eager "
+            "step and replay it; losses stay on the GPU until a log step (one GPU, adamw, no GAN, no fp16)"));
 
   s.add(bounded(key("eval.every", VT::integer, 1000, "evaluate every N steps (0 = never)"), 0.0));
   s.add(bounded(key("eval.images", VT::integer, 16, "held-out images per evaluation"), 1.0));
@@ -249,6 +268,7 @@ RecipeSchema dcae_recipe_schema() {
                "recipe ", r.describe_origin(), ": loss.lpips = ", r.get<double>("loss.lpips"), " (", r.origin("loss.lpips"),
                ") needs loss.lpips_weights");
   });
+  s.add_rule(check_cuda_graph_recipe);
   return s;
 }
 

@@ -63,6 +63,10 @@ class RecipeSchema {
 // The schema of a DC-AE training recipe (sections model, data, loss, optim, disc_optim, schedule, disc_schedule,
 // train, eval, checkpoint, log, dist, and the top-level plugins list and job kind).
 RecipeSchema dcae_recipe_schema();
+// The train.cuda_graph rule of that schema: refuses, naming the reason, what a captured step cannot take (a CPU
+// device, the GAN, fp16 loss scaling, fsdp, an optimizer other than adamw). Several ranks are refused by the job.
+void check_cuda_graph_recipe(const Recipe& recipe);
+
 // The schema of a diffusion training recipe (job = "diffusion"; trainer/diffusion/diffusion_schema.cpp).
 RecipeSchema diffusion_recipe_schema();
 

@@ -10,6 +10,8 @@ namespace {
 
 constexpr double kGeluC = 0.7978845608028654;  // sqrt(2 / pi)
 constexpr double kGeluA = 0.044715;
+constexpr double kInvSqrt2 = 0.7071067811865476;
+constexpr double kInvSqrt2Pi = 0.3989422804014327;  // 1 / sqrt(2 pi)
 
 // Runs out[i] = f(x[i]) (or f(x[i], g[i])) over contiguous compute-dtype buffers.
 template <typename T, typename F>
@@ -46,6 +48,9 @@ Tensor unary_forward(UnaryOp op, const Tensor& x_in, double p0, double p1) {
           return T(0.5) * v * (T(1) + std::tanh(T(kGeluC) * (v + T(kGeluA) * v * v * v)));
         });
         break;
+      case UnaryOp::gelu_erf:
+        map1(px, po, n, [](T v) { return T(0.5) * v * (T(1) + std::erf(v * T(kInvSqrt2))); });
+        break;
       case UnaryOp::sigmoid: map1(px, po, n, [](T v) { return sigmoid_of(v); }); break;
       case UnaryOp::tanh: map1(px, po, n, [](T v) { return std::tanh(v); }); break;
       case UnaryOp::exp: map1(px, po, n, [](T v) { return std::exp(v); }); break;
@@ -61,6 +66,8 @@ Tensor unary_forward(UnaryOp op, const Tensor& x_in, double p0, double p1) {
       case UnaryOp::rsub_scalar: map1(px, po, n, [a](T v) { return a - v; }); break;
       case UnaryOp::clamp: map1(px, po, n, [a, b](T v) { return v < a ? a : (v > b ? b : v); }); break;
       case UnaryOp::leaky_relu: map1(px, po, n, [a](T v) { return v > T(0) ? v : a * v; }); break;
+      case UnaryOp::sin: map1(px, po, n, [](T v) { return std::sin(v); }); break;
+      case UnaryOp::cos: map1(px, po, n, [](T v) { return std::cos(v); }); break;
     }
   });
   return out.to(x_in.dtype());
@@ -89,6 +96,11 @@ Tensor unary_backward(UnaryOp op, const Tensor& grad_in, const Tensor& x_in, dou
           const T t = std::tanh(T(kGeluC) * (v + T(kGeluA) * v * v * v));
           const T du = T(kGeluC) * (T(1) + T(3 * kGeluA) * v * v);
           return d * (T(0.5) * (T(1) + t) + T(0.5) * v * (T(1) - t * t) * du);
+        });
+        break;
+      case UnaryOp::gelu_erf:  // Phi(x) + x phi(x)
+        map2(px, pg, po, n, [](T v, T d) {
+          return d * (T(0.5) * (T(1) + std::erf(v * T(kInvSqrt2))) + v * T(kInvSqrt2Pi) * std::exp(T(-0.5) * v * v));
         });
         break;
       case UnaryOp::sigmoid:
@@ -120,6 +132,8 @@ Tensor unary_backward(UnaryOp op, const Tensor& grad_in, const Tensor& x_in, dou
       case UnaryOp::rsub_scalar: map2(px, pg, po, n, [](T, T d) { return -d; }); break;
       case UnaryOp::clamp: map2(px, pg, po, n, [a, b](T v, T d) { return v >= a && v <= b ? d : T(0); }); break;
       case UnaryOp::leaky_relu: map2(px, pg, po, n, [a](T v, T d) { return v > T(0) ? d : a * d; }); break;
+      case UnaryOp::sin: map2(px, pg, po, n, [](T v, T d) { return d * std::cos(v); }); break;
+      case UnaryOp::cos: map2(px, pg, po, n, [](T v, T d) { return -d * std::sin(v); }); break;
     }
   });
   return out.to(grad_in.dtype());

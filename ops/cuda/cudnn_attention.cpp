@@ -17,17 +17,8 @@ namespace dcae::ops::cuda::attention_detail {
 
 namespace {
 
-// One handle per device and thread (a handle carries its stream). Never destroyed: at process exit the driver
-// may be gone before thread-local destructors run.
-cudnnHandle_t handle_for(int device) {
-  thread_local std::vector<cudnnHandle_t> handles;
-  if (static_cast<int>(handles.size()) <= device) handles.resize(device + 1, nullptr);
-  if (handles[device] == nullptr) {
-    ::dcae::cuda::DeviceGuard guard(device);
-    DCAE_CUDNN_CHECK(cudnnCreate(&handles[device]));
-  }
-  return handles[device];
-}
+using cudnn::engine_configs;
+using cudnn::handle_for;
 
 AttentionGraphShape graph_shape(const AttentionParams& p, DType dtype, bool backward) {
   AttentionGraphShape s;
@@ -57,46 +48,11 @@ std::string known_limitation(const AttentionParams& p, bool backward) {
   return {};
 }
 
-std::vector<Descriptor> engine_configs(const AttentionGraph& graph, cudnnBackendHeurMode_t mode) {
-  Descriptor heuristic(CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR);
-  heuristic.set_descriptor(CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, graph.graph);
-  heuristic.set(CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, 1, &mode);
-  if (!heuristic.try_finalize()) return {};
-  int64_t count = 0;
-  if (cudnnBackendGetAttribute(heuristic.get(), CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR, 0,
-                               &count, nullptr) != CUDNN_STATUS_SUCCESS ||
-      count <= 0)
-    return {};
-  std::vector<Descriptor> configs;  // cuDNN fills descriptors we create
-  std::vector<cudnnBackendDescriptor_t> raw;
-  for (int64_t i = 0; i < count; ++i) {
-    configs.emplace_back(CUDNN_BACKEND_ENGINECFG_DESCRIPTOR);
-    raw.push_back(configs.back().get());
-  }
-  int64_t returned = 0;
-  DCAE_CUDNN_CHECK(cudnnBackendGetAttribute(heuristic.get(), CUDNN_ATTR_ENGINEHEUR_RESULTS,
-                                                      CUDNN_TYPE_BACKEND_DESCRIPTOR, count, &returned, raw.data()));
-  configs.erase(configs.begin() + std::min(returned, count), configs.end());
-  return configs;
-}
-
 // The engine behind a configuration: its global index and whether its kernels are compiled at run time.
 void describe_engine(const Descriptor& config, int64_t& engine_id, bool& runtime_compiled) {
-  engine_id = -1;
-  runtime_compiled = false;
-  Descriptor engine(CUDNN_BACKEND_ENGINE_DESCRIPTOR);
-  cudnnBackendDescriptor_t engine_raw = engine.get();
-  int64_t returned = 0;
-  if (cudnnBackendGetAttribute(config.get(), CUDNN_ATTR_ENGINECFG_ENGINE, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
-                               &returned, &engine_raw) != CUDNN_STATUS_SUCCESS)
-    return;
-  cudnnBackendGetAttribute(engine.get(), CUDNN_ATTR_ENGINE_GLOBAL_INDEX, CUDNN_TYPE_INT64, 1, &returned, &engine_id);
-  cudnnBackendBehaviorNote_t behaviors[CUDNN_BEHAVIOR_NOTE_TYPE_COUNT];
-  int64_t count = 0;
-  if (cudnnBackendGetAttribute(engine.get(), CUDNN_ATTR_ENGINE_BEHAVIOR_NOTE, CUDNN_TYPE_BEHAVIOR_NOTE,
-                               CUDNN_BEHAVIOR_NOTE_TYPE_COUNT, &count, behaviors) == CUDNN_STATUS_SUCCESS)
-    for (int64_t i = 0; i < count; ++i)
-      runtime_compiled = runtime_compiled || behaviors[i] == CUDNN_BEHAVIOR_NOTE_RUNTIME_COMPILATION;
+  const cudnn::EngineInfo engine = cudnn::describe_engine(config);
+  engine_id = engine.id;
+  runtime_compiled = engine.runtime_compiled;
 }
 
 // A finalized plan with the graph it came from.
@@ -149,7 +105,7 @@ std::shared_ptr<const Plan> make_plan(const AttentionParams& p, DType dtype, boo
   if (!graph) return nullptr;
   std::vector<Descriptor> precompiled, runtime_compiled;
   for (cudnnBackendHeurMode_t mode : {CUDNN_HEUR_MODE_A, CUDNN_HEUR_MODE_FALLBACK})
-    for (Descriptor& config : engine_configs(*graph, mode)) {
+    for (Descriptor& config : engine_configs(graph->graph, mode)) {
       int64_t engine_id = -1;
       bool compiled_at_run_time = false;
       describe_engine(config, engine_id, compiled_at_run_time);
@@ -277,7 +233,7 @@ CudnnAttentionReport cudnn_attention_report(const AttentionParams& p, DType dtyp
   }
   int compiled = 0;
   for (cudnnBackendHeurMode_t mode : {CUDNN_HEUR_MODE_A, CUDNN_HEUR_MODE_FALLBACK}) {
-    for (Descriptor& config : engine_configs(*graph, mode)) {
+    for (Descriptor& config : engine_configs(graph->graph, mode)) {
       CudnnAttentionEngine engine;
       engine.heuristic = mode == CUDNN_HEUR_MODE_A ? "A" : "fallback";
       describe_engine(config, engine.engine_id, engine.runtime_compiled);

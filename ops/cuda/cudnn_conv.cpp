@@ -23,18 +23,6 @@ namespace cudnn_conv_detail {
 // Unique ids of the three tensors in graphs and variant packs.
 constexpr int64_t kUidX = 'x', kUidW = 'w', kUidY = 'y', kUidBias = 'b', kUidConvOut = 'v', kUidBiased = 'a';
 
-// One handle per device and thread (a handle carries its stream). Never destroyed: at process exit the driver
-// may be gone before thread-local destructors run.
-cudnnHandle_t handle_for(int device) {
-  thread_local std::vector<cudnnHandle_t> handles;
-  if (static_cast<int>(handles.size()) <= device) handles.resize(device + 1, nullptr);
-  if (handles[device] == nullptr) {
-    ::dcae::cuda::DeviceGuard guard(device);
-    DCAE_CUDNN_CHECK(cudnnCreate(&handles[device]));
-  }
-  return handles[device];
-}
-
 cudnnDataType_t data_type(DType dtype) {
   switch (dtype) {
     case DType::f32: return CUDNN_DATA_FLOAT;
@@ -198,31 +186,6 @@ std::shared_ptr<Graph> build_graph(ConvDirection direction, const ConvGeometry& 
   return graph;
 }
 
-// The engine configurations cuDNN's heuristic proposes in `mode`, best first (none when it has no answer).
-std::vector<Descriptor> engine_configs(const Graph& graph, cudnnBackendHeurMode_t mode) {
-  Descriptor heuristic(CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR);
-  heuristic.set_descriptor(CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, graph.graph);
-  heuristic.set(CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, 1, &mode);
-  if (!heuristic.try_finalize()) return {};
-  int64_t count = 0;
-  if (cudnnBackendGetAttribute(heuristic.get(), CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR, 0,
-                               &count, nullptr) != CUDNN_STATUS_SUCCESS ||
-      count <= 0)
-    return {};
-  // cuDNN fills descriptors we create.
-  std::vector<Descriptor> configs;
-  std::vector<cudnnBackendDescriptor_t> raw;
-  for (int64_t i = 0; i < count; ++i) {
-    configs.emplace_back(CUDNN_BACKEND_ENGINECFG_DESCRIPTOR);
-    raw.push_back(configs.back().get());
-  }
-  int64_t returned = 0;
-  DCAE_CUDNN_CHECK(cudnnBackendGetAttribute(heuristic.get(), CUDNN_ATTR_ENGINEHEUR_RESULTS,
-                                            CUDNN_TYPE_BACKEND_DESCRIPTOR, count, &returned, raw.data()));
-  configs.erase(configs.begin() + std::min(returned, count), configs.end());
-  return configs;
-}
-
 // An integer setting from the environment, read each time (plans are built once per problem).
 int env_int(const char* name, int fallback) {
   const char* value = std::getenv(name);
@@ -240,29 +203,13 @@ bool reduced_reduction_allowed() {
 // Whether an engine's numerics are acceptable for `dtype`; also its global index and whether its kernels are
 // compiled at run time (finalizing such a plan can take a second).
 bool acceptable_engine(const Descriptor& config, DType dtype, bool tf32, int64_t& engine_id, bool& runtime_compiled) {
-  Descriptor engine(CUDNN_BACKEND_ENGINE_DESCRIPTOR);
-  cudnnBackendDescriptor_t engine_raw = engine.get();
-  int64_t returned = 0;
-  if (cudnnBackendGetAttribute(config.get(), CUDNN_ATTR_ENGINECFG_ENGINE, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1,
-                               &returned, &engine_raw) != CUDNN_STATUS_SUCCESS)
-    return false;
-  engine_id = -1;
-  cudnnBackendGetAttribute(engine.get(), CUDNN_ATTR_ENGINE_GLOBAL_INDEX, CUDNN_TYPE_INT64, 1, &returned, &engine_id);
-  runtime_compiled = false;
-  cudnnBackendBehaviorNote_t behaviors[CUDNN_BEHAVIOR_NOTE_TYPE_COUNT];
-  int64_t behavior_count = 0;
-  if (cudnnBackendGetAttribute(engine.get(), CUDNN_ATTR_ENGINE_BEHAVIOR_NOTE, CUDNN_TYPE_BEHAVIOR_NOTE,
-                               CUDNN_BEHAVIOR_NOTE_TYPE_COUNT, &behavior_count, behaviors) == CUDNN_STATUS_SUCCESS)
-    for (int64_t i = 0; i < behavior_count; ++i)
-      runtime_compiled = runtime_compiled || behaviors[i] == CUDNN_BEHAVIOR_NOTE_RUNTIME_COMPILATION;
-  cudnnBackendNumericalNote_t notes[CUDNN_NUMERICAL_NOTE_TYPE_COUNT];
-  int64_t note_count = 0;
-  if (cudnnBackendGetAttribute(engine.get(), CUDNN_ATTR_ENGINE_NUMERICAL_NOTE, CUDNN_TYPE_NUMERICAL_NOTE,
-                               CUDNN_NUMERICAL_NOTE_TYPE_COUNT, &note_count, notes) != CUDNN_STATUS_SUCCESS)
-    return false;
+  const cudnn::EngineInfo engine = cudnn::describe_engine(config);
+  engine_id = engine.id;
+  runtime_compiled = engine.runtime_compiled;
+  if (!engine.known) return false;
   const bool full_precision = dtype == DType::f32 || dtype == DType::f64;
-  for (int64_t i = 0; i < note_count; ++i) {
-    switch (notes[i]) {
+  for (const cudnnBackendNumericalNote_t note : engine.numerical_notes) {
+    switch (note) {
       case CUDNN_NUMERICAL_NOTE_DOWN_CONVERT_INPUTS:
       case CUDNN_NUMERICAL_NOTE_FFT:
         return false;
@@ -343,7 +290,7 @@ std::vector<std::shared_ptr<const CudnnConvPlan>> plans_for(ConvDirection direct
     return true;
   };
   const auto add_mode = [&](cudnnBackendHeurMode_t mode) {
-    for (Descriptor& config : engine_configs(*graph, mode)) add_plan(std::move(config), max_plans);
+    for (Descriptor& config : engine_configs(graph->graph, mode)) add_plan(std::move(config), max_plans);
   };
   add_mode(CUDNN_HEUR_MODE_A);
   if (max_plans > 1) {
@@ -354,7 +301,7 @@ std::vector<std::shared_ptr<const CudnnConvPlan>> plans_for(ConvDirection direct
   // DCAE_CUDNN_KNOB_SEARCH=1: also the knob variants of the heuristic's first two answers (timed like the rest).
   if (max_plans > 1 && env_int("DCAE_CUDNN_KNOB_SEARCH", 0) > 0) {
     constexpr int kKnobVariants = 24;
-    std::vector<Descriptor> first = engine_configs(*graph, CUDNN_HEUR_MODE_A);
+    std::vector<Descriptor> first = engine_configs(graph->graph, CUDNN_HEUR_MODE_A);
     const int64_t base_count = std::min<int64_t>(2, static_cast<int64_t>(first.size()));
     const int limit = static_cast<int>(plans.size()) + kKnobVariants;
     for (int64_t i = 0; i < base_count; ++i)

@@ -15,9 +15,8 @@
 namespace dcae::ops::cuda::cudnn_conv_detail {
 
 using cudnn::Descriptor;
-
-// The calling thread's cuDNN handle for `device` (created on first use, never destroyed).
-cudnnHandle_t handle_for(int device);
+using cudnn::engine_configs;
+using cudnn::handle_for;
 
 // An operation graph, with every descriptor it refers to kept alive as long as plans built from it, and the
 // unique ids of its memory tensors in the order run() passes pointers: x, w, y (and the bias when fused).
@@ -32,9 +31,6 @@ struct Graph {
 std::shared_ptr<Graph> build_graph(ConvDirection direction, const ConvGeometry& g, DType dtype,
                                    const ConvAlignment& alignment, cudnnHandle_t handle, bool fused_bias,
                                    ConvEpilogue epilogue = ConvEpilogue::bias);
-
-// The engine configurations cuDNN's heuristic proposes in `mode`, best first (none when it has no answer).
-std::vector<Descriptor> engine_configs(const Graph& graph, cudnnBackendHeurMode_t mode);
 
 // Whether an engine's numerics are acceptable for `dtype`; also its global index and whether its kernels are
 // compiled at run time.

@@ -80,7 +80,7 @@ std::vector<CudnnSweptPlan> cudnn_conv_engine_sweep(ConvDirection direction, con
   };
   for (const cudnnBackendHeurMode_t mode :
        {CUDNN_HEUR_MODE_A, CUDNN_HEUR_MODE_B, CUDNN_HEUR_MODE_INSTANT, CUDNN_HEUR_MODE_FALLBACK}) {
-    std::vector<Descriptor> configs = engine_configs(*graph, mode);
+    std::vector<Descriptor> configs = engine_configs(graph->graph, mode);
     for (size_t i = 0; i < configs.size(); ++i) {
       // Knob variants of the first answers too: they start from the heuristic's own knob settings.
       if (i < 4 && knob_variants_per_engine > 0)

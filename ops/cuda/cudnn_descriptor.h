@@ -1,10 +1,12 @@
 // Pieces of cuDNN 9's backend API shared by the convolution (ops/cuda/cudnn_conv*.cpp) and fused-attention
-// (ops/cuda/cudnn_attention*.cpp) files: a checked call, cuDNN's last error message, and an owned backend descriptor.
+// (ops/cuda/cudnn_attention*.cpp) files: a checked call, cuDNN's last error message, an owned backend descriptor,
+// the thread's handle, the heuristics' engine configurations and what an engine is (cudnn_descriptor.cpp).
 #pragma once
 #include <cudnn_graph.h>
 
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "core/tensor/tensor.h"
 
@@ -57,5 +59,25 @@ class Descriptor {
  private:
   cudnnBackendDescriptor_t raw_ = nullptr;
 };
+
+// The calling thread's handle for `device`, shared by every cuDNN user on the thread (each sets its stream before
+// it executes a plan). Created on first use, never destroyed: at process exit the driver may be gone before
+// thread-local destructors run.
+cudnnHandle_t handle_for(int device);
+
+// The engine configurations cuDNN's heuristic proposes for a finalized operation graph in `mode`, best first (none
+// when it has no answer).
+std::vector<Descriptor> engine_configs(const Descriptor& operation_graph, cudnnBackendHeurMode_t mode);
+
+// What the engine behind a configuration is: its global index, whether its kernels are compiled at run time
+// (finalizing such a plan can take a second or more) and its numerical notes. `known` is false when cuDNN would
+// not say (the configuration is then best left alone).
+struct EngineInfo {
+  bool known = false;
+  int64_t id = -1;
+  bool runtime_compiled = false;
+  std::vector<cudnnBackendNumericalNote_t> numerical_notes;
+};
+EngineInfo describe_engine(const Descriptor& config);
 
 }  // namespace dcae::ops::cuda::cudnn

@@ -23,6 +23,21 @@ __device__ __forceinline__ C tanh(C v) {
   else return ::tanh(v);
 }
 template <typename C>
+__device__ __forceinline__ C sin(C v) {
+  if constexpr (std::is_same_v<C, float>) return ::sinf(v);
+  else return ::sin(v);
+}
+template <typename C>
+__device__ __forceinline__ C cos(C v) {
+  if constexpr (std::is_same_v<C, float>) return ::cosf(v);
+  else return ::cos(v);
+}
+template <typename C>
+__device__ __forceinline__ C erf(C v) {
+  if constexpr (std::is_same_v<C, float>) return ::erff(v);
+  else return ::erf(v);
+}
+template <typename C>
 __device__ __forceinline__ C sqrt(C v) {
   if constexpr (std::is_same_v<C, float>) return ::sqrtf(v);
   else return ::sqrt(v);

@@ -11,6 +11,8 @@ namespace {
 
 constexpr double kGeluC = 0.7978845608028654;  // sqrt(2 / pi)
 constexpr double kGeluA = 0.044715;
+constexpr double kInvSqrt2 = 0.7071067811865476;
+constexpr double kInvSqrt2Pi = 0.3989422804014327;  // 1 / sqrt(2 pi)
 
 template <typename C>
 __device__ __forceinline__ C sigmoid_of(C x) {
@@ -24,6 +26,7 @@ __device__ __forceinline__ C unary_value(C v, C a, C b) {
   else if constexpr (op == UnaryOp::silu) return v * sigmoid_of(v);
   else if constexpr (op == UnaryOp::gelu_tanh)
     return C(0.5) * v * (C(1) + math::tanh(C(kGeluC) * (v + C(kGeluA) * v * v * v)));
+  else if constexpr (op == UnaryOp::gelu_erf) return C(0.5) * v * (C(1) + math::erf(v * C(kInvSqrt2)));
   else if constexpr (op == UnaryOp::sigmoid) return sigmoid_of(v);
   else if constexpr (op == UnaryOp::tanh) return math::tanh(v);
   else if constexpr (op == UnaryOp::exp) return math::exp(v);
@@ -37,6 +40,9 @@ __device__ __forceinline__ C unary_value(C v, C a, C b) {
   else if constexpr (op == UnaryOp::add_scalar) return v + a;
   else if constexpr (op == UnaryOp::mul_scalar) return v * a;
   else if constexpr (op == UnaryOp::rsub_scalar) return a - v;
+  else if constexpr (op == UnaryOp::leaky_relu) return v > C(0) ? v : a * v;
+  else if constexpr (op == UnaryOp::sin) return math::sin(v);
+  else if constexpr (op == UnaryOp::cos) return math::cos(v);
   else return v < a ? a : (v > b ? b : v);  // clamp
 }
 
@@ -51,6 +57,8 @@ __device__ __forceinline__ C unary_grad(C v, C d, C a, C b) {
     const C t = math::tanh(C(kGeluC) * (v + C(kGeluA) * v * v * v));
     const C du = C(kGeluC) * (C(1) + C(3 * kGeluA) * v * v);
     return d * (C(0.5) * (C(1) + t) + C(0.5) * v * (C(1) - t * t) * du);
+  } else if constexpr (op == UnaryOp::gelu_erf) {
+    return d * (C(0.5) * (C(1) + math::erf(v * C(kInvSqrt2))) + v * C(kInvSqrt2Pi) * math::exp(C(-0.5) * v * v));
   } else if constexpr (op == UnaryOp::sigmoid) {
     const C s = sigmoid_of(v);
     return d * s * (C(1) - s);
@@ -68,6 +76,9 @@ __device__ __forceinline__ C unary_grad(C v, C d, C a, C b) {
   else if constexpr (op == UnaryOp::add_scalar) return d;
   else if constexpr (op == UnaryOp::mul_scalar) return d * a;
   else if constexpr (op == UnaryOp::rsub_scalar) return -d;
+  else if constexpr (op == UnaryOp::leaky_relu) return v > C(0) ? d : a * d;
+  else if constexpr (op == UnaryOp::sin) return d * math::cos(v);
+  else if constexpr (op == UnaryOp::cos) return -d * math::sin(v);
   else return v >= a && v <= b ? d : C(0);  // clamp
 }
 
@@ -110,6 +121,7 @@ void visit_unary(UnaryOp op, Fn&& fn) {
     case UnaryOp::relu: return fn.template operator()<UnaryOp::relu>();
     case UnaryOp::silu: return fn.template operator()<UnaryOp::silu>();
     case UnaryOp::gelu_tanh: return fn.template operator()<UnaryOp::gelu_tanh>();
+    case UnaryOp::gelu_erf: return fn.template operator()<UnaryOp::gelu_erf>();
     case UnaryOp::sigmoid: return fn.template operator()<UnaryOp::sigmoid>();
     case UnaryOp::tanh: return fn.template operator()<UnaryOp::tanh>();
     case UnaryOp::exp: return fn.template operator()<UnaryOp::exp>();
@@ -124,6 +136,9 @@ void visit_unary(UnaryOp op, Fn&& fn) {
     case UnaryOp::mul_scalar: return fn.template operator()<UnaryOp::mul_scalar>();
     case UnaryOp::rsub_scalar: return fn.template operator()<UnaryOp::rsub_scalar>();
     case UnaryOp::clamp: return fn.template operator()<UnaryOp::clamp>();
+    case UnaryOp::leaky_relu: return fn.template operator()<UnaryOp::leaky_relu>();
+    case UnaryOp::sin: return fn.template operator()<UnaryOp::sin>();
+    case UnaryOp::cos: return fn.template operator()<UnaryOp::cos>();
   }
 }
 

@@ -77,6 +77,44 @@ TEST_F(CudaCopy, ContiguousOfPermutedSlicedAndExpandedViews) {
   EXPECT_TRUE(gpu_equals_cpu(eight.to(gpu()).permute(order).contiguous(), eight.permute(order).contiguous()));
 }
 
+// Copies that collapse to a batched transpose take the tiled kernel (copy_kernels.cu): filters between KCRS and
+// KRSC, NCHW <-> NHWC, plain 2-D transposes, into transposed destinations, with a batch stride that is not dense;
+// sizes around the tile shapes, every element width, and results equal to the CPU's exactly.
+TEST_F(CudaCopy, BatchedTransposesEqualTheCpu) {
+  for (DType dtype : {DType::u8, DType::bf16, DType::f32, DType::f64}) {
+    const auto check = [&](const Tensor& host, const std::function<Tensor(const Tensor&)>& view, const char* what) {
+      const Tensor device = host.to(gpu());
+      EXPECT_TRUE(gpu_equals_cpu(view(device).contiguous(), view(host).contiguous())) << what << " " << dtype;
+    };
+    const Tensor kcrs = random_values({37, 65, 3, 3}, 11, dtype);
+    check(kcrs, [](const Tensor& t) { return t.permute({0, 2, 3, 1}); }, "KCRS -> KRSC");
+    const Tensor krsc = random_values({33, 3, 3, 70}, 12, dtype);
+    check(krsc, [](const Tensor& t) { return t.permute({0, 3, 1, 2}); }, "KRSC -> KCRS");
+    const Tensor nchw = random_values({2, 3, 31, 33}, 13, dtype);
+    check(nchw, [](const Tensor& t) { return t.permute({0, 2, 3, 1}); }, "NCHW -> NHWC (3 channels)");
+    check(random_values({64, 1}, 14, dtype).expand({64, 32}), [](const Tensor& t) { return t.transpose(0, 1); },
+          "expanded source: not a dense plane, generic copy");
+    check(random_values({129, 95}, 15, dtype), [](const Tensor& t) { return t.transpose(0, 1); }, "2-D");
+    // A short side (at most 16) handled whole, with several blocks along the long one.
+    check(random_values({2, 1000, 3, 3}, 19, dtype), [](const Tensor& t) { return t.permute({0, 2, 3, 1}); },
+          "long rows of 9");
+    check(random_values({2, 3, 3, 1000}, 20, dtype), [](const Tensor& t) { return t.permute({0, 3, 1, 2}); },
+          "9 long rows");
+    check(random_values({3000, 2}, 21, dtype), [](const Tensor& t) { return t.transpose(0, 1); }, "pairs");
+    check(random_values({20, 300}, 22, dtype), [](const Tensor& t) { return t.transpose(0, 1); },
+          "20 rows: tiles with a partial edge");
+    check(random_values({6, 40, 50}, 16, dtype), [](const Tensor& t) { return t.slice(0, 0, 6, 2).transpose(1, 2); },
+          "every other plane");
+    // Into a transposed destination: dst's fast dim is src's slow one.
+    const Tensor src_host = random_values({45, 77}, 17, dtype);
+    Tensor dst_host = random_values({77, 45}, 18, dtype);
+    Tensor dst_device = dst_host.to(gpu());
+    dst_device.transpose(0, 1).copy_(src_host.to(gpu()));
+    dst_host.transpose(0, 1).copy_(src_host);
+    EXPECT_TRUE(gpu_equals_cpu(dst_device, dst_host)) << "transposed destination " << dtype;
+  }
+}
+
 TEST_F(CudaCopy, CopyIntoStridedDestinationsWithBroadcast) {
   const Tensor src_host = random_values({5, 1, 4}, 5, DType::f32);
   for (bool src_on_gpu : {true, false}) {

@@ -127,6 +127,8 @@ const std::vector<UnaryCase> kUnaryCases = {
     {ops::UnaryOp::pow, 0.2, 3, 2.5},    {ops::UnaryOp::add_scalar, -2, 2, 1.5},
     {ops::UnaryOp::mul_scalar, -2, 2, -0.75}, {ops::UnaryOp::rsub_scalar, -2, 2, 0.5},
     {ops::UnaryOp::clamp, -2, 2, -0.5, 0.7},
+    {ops::UnaryOp::gelu_erf, -4, 4},       {ops::UnaryOp::leaky_relu, -2, 2, 0.2},
+    {ops::UnaryOp::sin, -4, 4},            {ops::UnaryOp::cos, -4, 4},
 };
 
 TEST_F(CudaElementwise, UnaryForwardAndBackwardKernelsMatchCpu) {

@@ -140,6 +140,7 @@ TEST(Unary, ForwardAndGradientForEveryOp) {
       {ops::UnaryOp::silu, [](double x) { return x / (1 + std::exp(-x)); }, -4, 4},
       {ops::UnaryOp::gelu_tanh,
        [](double x) { return 0.5 * x * (1 + std::tanh(std::sqrt(2 / M_PI) * (x + 0.044715 * x * x * x))); }, -4, 4},
+      {ops::UnaryOp::gelu_erf, [](double x) { return 0.5 * x * (1 + std::erf(x / std::sqrt(2.0))); }, -4, 4},
       {ops::UnaryOp::sigmoid, [](double x) { return 1 / (1 + std::exp(-x)); }, -5, 5},
       {ops::UnaryOp::tanh, [](double x) { return std::tanh(x); }, -3, 3},
       {ops::UnaryOp::exp, [](double x) { return std::exp(x); }, -2, 2},
@@ -149,6 +150,8 @@ TEST(Unary, ForwardAndGradientForEveryOp) {
       {ops::UnaryOp::abs, [](double x) { return std::abs(x); }, -2, 2},
       {ops::UnaryOp::square, [](double x) { return x * x; }, -2, 2},
       {ops::UnaryOp::neg, [](double x) { return -x; }, -2, 2},
+      {ops::UnaryOp::sin, [](double x) { return std::sin(x); }, -4, 4},
+      {ops::UnaryOp::cos, [](double x) { return std::cos(x); }, -4, 4},
   };
   Tensor lx = testing::random_uniform({3, 7}, 21, -2, 2).set_requires_grad(true);
   std::vector<double> leaky;

@@ -303,3 +303,39 @@ TEST(DiffusionJobDdp, TwoRanksEndWithIdenticalReplicas) {
 
 }  // namespace
 }  // namespace dcae::trainer::diffusion
+
+namespace dcae::trainer::diffusion {
+namespace {
+
+// The transformers of nn/diffusion's zoo, shrunk through model.config, train and sample in the job: DiT with its
+// learned variance (hybrid loss), UViT with its objective and DPM-Solver++, USiT with flow matching and Heun.
+TEST(DiffusionJob, ZooTransformersTrainAndSample) {
+  struct Case {
+    std::string model, objective, config;
+  };
+  const std::vector<Case> cases = {
+      {"dit-s", "ddpm", "{hidden_size = 32, depth = 2, num_heads = 2, learn_sigma = true}"},
+      {"uvit-s", "uvit-ddpm", "{hidden_size = 32, depth = 2, num_heads = 2}"},
+      {"usit-h", "flow-matching", "{hidden_size = 32, depth = 2, num_heads = 2}"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.model);
+    ScratchDir dir;
+    std::string text = recipe_text(dir.file("run"), c.objective);
+    text.replace(text.find("name = \"tiny-conv-denoiser\""), std::string("name = \"tiny-conv-denoiser\"").size(),
+                 "name = \"" + c.model + "\"");
+    text.replace(text.find("[model.config]\nwidth = 8\nblocks = 1\nlearn_sigma = true\n"),
+                 std::string("[model.config]\nwidth = 8\nblocks = 1\nlearn_sigma = true\n").size(), "");
+    DiffusionJob job(load(dir, text, {"model.config=" + c.config, "diffusion.sampler=\"\""}));
+    const StepResult step = job.train_step();
+    EXPECT_FALSE(step.skipped);
+    EXPECT_TRUE(std::isfinite(step.losses.front().second));
+    EXPECT_EQ(step.losses.size(), c.objective == "ddpm" ? 3u : 2u);  // loss, mse (, vb)
+    const SampleResult samples = job.evaluate();
+    EXPECT_TRUE(std::isfinite(samples.mean) && std::isfinite(samples.std));
+    EXPECT_EQ(samples.latents.shape(), (Shape{3, 4, 4, 2}));
+  }
+}
+
+}  // namespace
+}  // namespace dcae::trainer::diffusion

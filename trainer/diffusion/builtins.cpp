@@ -1,4 +1,5 @@
 // The diffusion job's registry entries: the tiny denoiser, the three objectives, the samplers and the latent sources.
+#include "nn/diffusion/zoo.h"
 #include "trainer/registries.h"
 
 namespace dcae::trainer {
@@ -22,6 +23,13 @@ void check_flow(const diffusion::SamplerSpec& spec) {
 }  // namespace
 
 void register_diffusion_builtins(Registries& r) {
+  for (const std::string& name : nn::diffusion::diffusion_model_names())
+    r.denoisers.add(
+        name,
+        [](const diffusion::DenoiserSpec& s) -> std::shared_ptr<nn::diffusion::Denoiser> {
+          return nn::diffusion::make_diffusion_model(s.name, s.shape, s.config, s.init);
+        },
+        "diffusion transformer from nn/diffusion's zoo (model.config overrides its fields)");
   r.denoisers.add("tiny-conv-denoiser", diffusion::make_tiny_conv_denoiser,
                   "a few 3x3 convolutions with timestep MLP and class embedding (CPU tests; config width, blocks, learn_sigma)");
 

@@ -1,6 +1,5 @@
-// The diffusion networks a recipe can name (registries().denoisers, model.name of a diffusion recipe). The
-// transformers (dit-xl, uvit-h, usit-h, ...) come from nn/diffusion's zoo and are registered where it is linked;
-// this file registers "tiny-conv-denoiser": a few 3x3 convolutions with a sinusoidal timestep MLP, a class
+// The diffusion networks a recipe can name (registries().denoisers, model.name of a diffusion recipe): the
+// transformers of nn/diffusion's zoo (dit-s/b/l/xl, uvit-s/h/2b, usit-h/2b; diffusion/builtins.cpp), and this file's "tiny-conv-denoiser": a few 3x3 convolutions with a sinusoidal timestep MLP, a class
 // embedding and a learned position embedding, small enough to train on the CPU in CI (recipes/tiny_diffusion.toml).
 #pragma once
 #include <functional>

@@ -12,6 +12,7 @@
 
 #include "dist/bootstrap.h"
 #include "dist/data_parallel.h"
+#include "nn/diffusion/checkpoint.h"
 #include "trainer/cpu_float_mode.h"
 #include "trainer/preemption.h"
 #include "trainer/registries.h"
@@ -121,8 +122,13 @@ DiffusionJob::DiffusionJob(Recipe recipe, JobOptions options) : recipe_(std::mov
   DCAE_CHECK(model_->in_channels() == latent[2] && model_->num_classes() == num_classes, "denoiser '", spec.name,
              "' was built for ", model_->in_channels(), " channels and ", model_->num_classes(),
              " classes; the data has ", latent[2], " channels and model.num_classes is ", num_classes);
-  if (!spec.init.random_init)
-    LOG(INFO) << "denoiser weights from " << load_initial_weights(*model_, r.get<std::string>("model.init_from"));
+  if (!spec.init.random_init) {
+    const std::string init_from = r.get<std::string>("model.init_from");
+    // efficientvit's files (bare, uvit./dit. or diffusion_model. prefixes) by name; our checkpoints otherwise.
+    if (fs::path(init_from).extension() == ".safetensors") nn::diffusion::load_diffusion_weights(*model_, init_from);
+    else load_initial_weights(*model_, init_from);
+    LOG(INFO) << "denoiser weights from " << init_from;
+  }
   model_->to(dtype_);
   model_->to(device_);
   model_->train();
@@ -149,8 +155,12 @@ DiffusionJob::DiffusionJob(Recipe recipe, JobOptions options) : recipe_(std::mov
   setup_data_parallel();  // rank 0's weights on every rank before the optimizer and EMA copy them
   optim_ = make_optimizer(model_->named_parameters(), optimizer_config(r, "optim"));
   schedule_ = make_schedule(schedule_config(r, "schedule", total_steps_));
-  if (r.get<double>("train.ema_decay") > 0.0)
-    ema_ = std::make_unique<Ema>(model_->named_parameters(), r.get<double>("train.ema_decay"), r.get<bool>("train.ema_warmup"));
+  if (r.get<double>("train.ema_decay") > 0.0) {
+    std::vector<nn::NamedTensor> trainable;  // DiT's fixed sin-cos positions are a frozen parameter
+    for (const auto& [name, t] : model_->named_parameters())
+      if (t.requires_grad()) trainable.emplace_back(name, t);
+    ema_ = std::make_unique<Ema>(trainable, r.get<double>("train.ema_decay"), r.get<bool>("train.ema_warmup"));
+  }
   nonfinite_ = std::make_unique<NonFiniteTracker>(r.get<int64_t>("train.max_nonfinite_steps"));
   if (dtype_ == DType::f16)
     scaler_ = std::make_unique<DynamicLossScaler>(r.get<double>("train.loss_scale_init"),

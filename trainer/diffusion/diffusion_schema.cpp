@@ -44,7 +44,7 @@ RecipeSchema diffusion_recipe_schema() {
 
   s.add(required("model.name", VT::string, "registered denoiser (dit-xl, uvit-h, usit-h, tiny-conv-denoiser, plugins)"));
   s.add(key("model.config", VT::table, json::object(), "overrides of the denoiser's configuration fields"));
-  s.add(key("model.init_from", VT::string, "", "weights to start from (safetensors or a checkpoint folder); empty = random"));
+  s.add(key("model.init_from", VT::string, "", "weights to start from: efficientvit safetensors (bare, uvit./dit. or diffusion_model. keys) or our checkpoint folder; empty = random"));
   s.add(key("model.num_classes", VT::integer, 1000, "class labels; the id num_classes is the \"no class\" of guidance", 1.0));
 
   s.add(choice("diffusion.objective", "ddpm",

@@ -135,4 +135,18 @@ bool NonFiniteTracker::skip(bool finite, int64_t step) {
   return true;
 }
 
+void NonFiniteTracker::account_device_steps(int64_t skipped, int64_t last_skipped, int64_t in_a_row,
+                                            int64_t limit_step) {
+  DCAE_CHECK(skipped >= 0 && in_a_row >= 0, "non-finite step counts from the device must be >= 0, got ", skipped,
+             " skipped and ", in_a_row, " in a row");
+  total_ += skipped;
+  in_a_row_ = in_a_row;
+  DCAE_CHECK(limit_step <= 0, "stopping at step ", limit_step, ": ", max_in_a_row_,
+             " non-finite steps in a row (loss or gradient NaN/Inf; train.max_nonfinite_steps = ", max_in_a_row_,
+             "; noticed at a log step of the CUDA graph)");
+  if (skipped > 0)
+    LOG(WARNING) << skipped << " step(s) with a non-finite loss or gradient skipped on the GPU (the last at step "
+                 << last_skipped << "; " << in_a_row_ << " in a row now, " << total_ << " in all)";
+}
+
 }  // namespace dcae::trainer

@@ -31,6 +31,10 @@ class NonFiniteTracker {
   explicit NonFiniteTracker(int64_t max_in_a_row);
   // True when the step at `step` must be skipped. Throws dcae::Error on the max_in_a_row-th skip in a row.
   bool skip(bool finite, int64_t step);
+  // Steps decided on the device (train.cuda_graph) arrive in batches: `skipped` more skipped steps since the last
+  // call (the last of them numbered `last_skipped`), `in_a_row` as it stands now, and `limit_step` > 0 when the
+  // device saw the max_in_a_row-th skip in a row at that step: then it throws as skip() would have there.
+  void account_device_steps(int64_t skipped, int64_t last_skipped, int64_t in_a_row, int64_t limit_step);
   int64_t in_a_row() const { return in_a_row_; }
   int64_t total_skipped() const { return total_; }
   void restore(int64_t in_a_row, int64_t total) { in_a_row_ = in_a_row, total_ = total; }  // from a checkpoint
