@@ -37,9 +37,12 @@ DCAE_HOST_DEVICE inline PhiloxBlock philox4x32_10(uint64_t key, uint64_t counter
   return {{c0, c1, c2, c3}};
 }
 
-// Uniform in the open interval (0, 1) from 24 random bits: never 0, so log() is safe.
+// Uniform in the open interval (0, 1) from 24 random bits: never 0, so log() is safe, and never 1: the top value
+// (2^24 - 0.5) / 2^24 is not a float and rounds up to 1.0, which made erfinv(2u - 1) NaN in trunc_normal_ (one
+// draw in 2^24: a 44M-parameter UViT came out with NaN weights), so it is held just below 1.
 DCAE_HOST_DEVICE inline float philox_uniform(uint32_t bits) {
-  return (static_cast<float>(bits >> 8) + 0.5f) * (1.0f / 16777216.0f);
+  const float u = (static_cast<float>(bits >> 8) + 0.5f) * (1.0f / 16777216.0f);
+  return u < 1.0f ? u : 0x1.fffffep-1f;
 }
 
 // Seeded stream; each draw of n numbers advances the offset by ceil(n/4) blocks.

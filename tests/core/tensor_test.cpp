@@ -119,6 +119,27 @@ TEST(Philox, MatchesTheKnownAnswerVectors) {
   EXPECT_EQ(zero.v[3], 0x9b00dbd8u);
 }
 
+// Every one of the 2^24 values lies strictly inside (0, 1), and trunc_normal_ (erfinv of 2u - 1) is finite at both
+// ends; the top value used to round to exactly 1.0 and give NaN weights.
+TEST(Philox, UniformIsStrictlyInsideTheUnitIntervalForEveryBitPattern) {
+  float lowest = 1.0f, highest = 0.0f;
+  for (uint32_t k = 0; k < (1u << 24); ++k) {
+    const float u = philox_uniform(k << 8);
+    lowest = std::min(lowest, u), highest = std::max(highest, u);
+  }
+  EXPECT_GT(lowest, 0.0f);
+  EXPECT_LT(highest, 1.0f);
+  EXPECT_EQ(philox_uniform(0xFFFFFFFFu), highest);
+  // A stream long enough to draw the extreme values: every weight finite and inside the bounds.
+  Generator gen(0);
+  Tensor t = empty({int64_t{1} << 23}, DType::f32);
+  for (int round = 0; round < 4; ++round) {
+    trunc_normal_(t, 0.0, 0.02, -2.0, 2.0, gen);
+    const std::vector<float> v = t.to_vector<float>();
+    for (float x : v) ASSERT_TRUE(std::isfinite(x) && x >= -2.0f && x <= 2.0f) << x << " in round " << round;
+  }
+}
+
 TEST(Philox, SameSeedSameNumbersAndOffsetsAdvance) {
   Generator a(42), b(42);
   Tensor x = randn({1000}, a), y = randn({1000}, b);
