@@ -175,6 +175,9 @@ TEST(DiffusionJob, RecipeErrorsNameTheKey) {
                               {"unknown diffusion objective 'ddim'", "flow-matching"});
   dcae::testing::expect_error([&] { DiffusionJob(load(dir, text, {"diffusion.sampler=euler"})); },
                               {"diffusion.sampler = \"euler\"", "diffusion.objective = \"ddpm\""});
+  // The recipe's denoiser predicts a variance; flow matching cannot use one.
+  dcae::testing::expect_error([&] { DiffusionJob(load(dir, text, {"diffusion.objective=flow-matching"})); },
+                              {"a learned variance", "diffusion.objective = \"flow-matching\""});
   dcae::testing::expect_error([&] { DiffusionJob(load(dir, text, {"model.name=dit-xxl"})); },
                               {"unknown denoiser 'dit-xxl'", "tiny-conv-denoiser"});
   dcae::testing::expect_error([&] { DiffusionJob(load(dir, text, {"model.config.depth=3"})); }, {"model.config.depth"});

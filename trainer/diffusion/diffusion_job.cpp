@@ -147,6 +147,11 @@ DiffusionJob::DiffusionJob(Recipe recipe, JobOptions options) : recipe_(std::mov
   sampler.steps = r.get<int64_t>("diffusion.sample_steps") > 0 ? r.get<int64_t>("diffusion.sample_steps")
                                                                 : default_sample_steps(sampler.name);
   sampler.objective = objective_.get();
+  // Only the Gaussian (DDPM) objectives use a predicted variance; flow matching needs out = in channels.
+  DCAE_CHECK(objective_->gaussian_schedule() != nullptr || model_->out_channels() == model_->in_channels(),
+             "model '", spec.name, "' predicts ", model_->out_channels(), " channels for ", model_->in_channels(),
+             "-channel latents (a learned variance), but diffusion.objective = \"", objective.name,
+             "\" predicts a velocity of the latent's channels only (for DiT set model.config = {learn_sigma = false})");
   sampler_ = registries().diffusion_samplers.create(sampler.name, sampler);
   LOG(INFO) << "objective " << objective_->summary() << "; sampler " << sampler_->summary() << ", guidance scale "
             << cfg_scale_;
