@@ -240,7 +240,7 @@ TEST(DiffusionRecipes, ShippedRecipesCarryThePapersCommands) {
     std::string precision;
   };
   const std::vector<Expected> expected = {
-      {"diffusion_usit_h_f32.toml", "usit-h", "flow-matching", "heun", 1e-4, 0.0, 0.99, 0.99, 1.2, 0.3189, 1024, 5000, "bf16"},
+      {"diffusion_usit_h_f32.toml", "usit-h", "flow-matching", "dopri5", 1e-4, 0.0, 0.99, 0.99, 1.2, 0.3189, 1024, 5000, "bf16"},
       {"diffusion_uvit_h_f64.toml", "uvit-h", "uvit-ddpm", "dpm-solver++", 2e-4, 0.03, 0.99, 0.99, 1.5, 0.2889, 1024, 5000, "bf16"},
       {"diffusion_dit_xl_f32.toml", "dit-xl", "ddpm", "ddpm", 1e-4, 0.0, 0.9, 0.999, 1.3, 0.3189, 256, 0, "fp16"},
   };

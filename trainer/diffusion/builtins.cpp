@@ -10,7 +10,7 @@ const diffusion::GaussianSchedule& gaussian_schedule_for(const diffusion::Sample
   DCAE_CHECK(spec.objective != nullptr, "diffusion sampler '", spec.name, "' built without an objective");
   const diffusion::GaussianSchedule* schedule = spec.objective->gaussian_schedule();
   DCAE_CHECK(schedule != nullptr, "diffusion.sampler = \"", spec.name, "\" samples a discrete Gaussian diffusion, but ",
-             "diffusion.objective = \"", spec.objective->name(), "\" is not one (use euler or heun)");
+             "diffusion.objective = \"", spec.objective->name(), "\" is not one (use euler, heun or dopri5)");
   return *schedule;
 }
 
@@ -75,6 +75,14 @@ void register_diffusion_builtins(Registries& r) {
           return diffusion::make_flow_ode_sampler(method, s.steps);
         },
         std::string("flow-matching ODE, fixed-step ") + method);
+  r.diffusion_samplers.add(
+      "dopri5",
+      [](const diffusion::SamplerSpec& s) {
+        check_flow(s);
+        return diffusion::make_dopri5_flow_sampler();
+      },
+      "flow-matching ODE, adaptive Dormand-Prince 5(4) (rtol 1e-3, atol 1e-6, as the USiT reference; "
+      "diffusion.sample_steps unused)");
 
   r.latent_datasets.add("latent_shards", diffusion::make_latent_shard_source, "dcae-encode latent shards (data.latent_shards)");
   r.latent_datasets.add("synthetic", diffusion::make_synthetic_latent_source,

@@ -53,7 +53,7 @@ RecipeSchema diffusion_recipe_schema() {
                {}));
   s.add(key("diffusion.train_steps", VT::integer, 1000, "diffusion steps T of the discrete objectives", 2.0));
   s.add(key("diffusion.sampler", VT::string, "",
-            "ddpm, dpm-solver++, dpm-solver++-2m, euler, heun (plugins too); empty: the objective's (ddpm -> ddpm, uvit-ddpm -> "
+            "ddpm, dpm-solver++, dpm-solver++-2m, euler, heun, dopri5 (plugins too); empty: the objective's (ddpm -> ddpm, uvit-ddpm -> "
             "dpm-solver++, flow-matching -> heun)"));
   s.add(key("diffusion.sample_steps", VT::integer, 0, "sampler steps (0: 250 for ddpm, 30 for dpm-solver++, 50 for the ODEs)", 0.0));
   s.add(key("diffusion.cfg_scale", VT::number, 1.0, "classifier-free guidance scale of evaluation samples (1 = none)", 0.0));

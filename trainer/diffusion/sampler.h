@@ -12,7 +12,9 @@
 //   dpm-solver++-2m  multistep DPM-Solver++ of order 2 with steps uniform in log-SNR, first order at the first step
 //                and (below 10 steps) at the last
 //   euler, heun  the flow-matching ODE dx/dt = v(x, t) from t = 0 (noise) to t = 1 (data) on a uniform grid
-//                (Heun: 2 evaluations per step). SiT's reference integrates with adaptive dopri5; not built.
+//                (Heun: 2 evaluations per step).
+//   dopri5       the same ODE with adaptive Dormand-Prince 5(4) steps, as SiT's reference integrates it
+//                (dopri5.cpp).
 #pragma once
 #include <functional>
 #include <memory>
@@ -46,6 +48,9 @@ std::unique_ptr<Sampler> make_dpm_solver_pp_fast_sampler(const GaussianSchedule&
                                                          int64_t steps);
 // method "euler" or "heun".
 std::unique_ptr<Sampler> make_flow_ode_sampler(const std::string& method, int64_t steps);
+// Adaptive Dormand-Prince 5(4) on the flow ODE (trainer/diffusion/dopri5.cpp); the USiT reference's settings
+// are rtol 1e-3, atol 1e-6.
+std::unique_ptr<Sampler> make_dopri5_flow_sampler(double rtol = 1e-3, double atol = 1e-6, int64_t max_steps = 10000);
 
 // The network called as net(x, t, labels) (NHWC f32 in and out).
 using LabelledNet = std::function<Tensor(const Tensor& x, const Tensor& t, const Tensor& labels)>;
