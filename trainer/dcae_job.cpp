@@ -17,6 +17,7 @@
 #include "trainer/plugin.h"
 #include "trainer/preemption.h"
 #include "trainer/registries.h"
+#include "trainer/job_common.h"
 
 namespace dcae::trainer {
 
@@ -136,26 +137,8 @@ DcaeJob::DcaeJob(Recipe recipe, JobOptions options) : recipe_(std::move(recipe))
                                                   r.get<int64_t>("train.loss_scale_growth_interval"));
   resume();
 
-  if (logging_rank()) {
-    fs::create_directories(run_dir_);
-    std::ofstream(fs::path(run_dir_) / "recipe.toml") << recipe_.to_toml();
-    const std::string metrics_file = metrics_path(run_dir_, options_.rank);
-    if (!resumed_from_ && fs::exists(metrics_file)) {
-      LOG(WARNING) << "starting afresh in " << run_dir_ << ": replacing its metrics.jsonl";
-      fs::remove(metrics_file);
-    }
-    metrics_ = std::make_unique<MetricsWriter>(metrics_file, resumed_from_ ? step_ : -1);
-  } else {
-    metrics_ = std::make_unique<MetricsWriter>();
-  }
-  ProgressMeter::Options progress;
-  progress.every = r.get<int64_t>("log.every");
-  progress.total_steps = total_steps_;
-  progress.rank = options_.rank;
-  progress.all_ranks = r.get<bool>("log.all_ranks");
-  if (device_.is_cuda())  // the GPU's peak, not the host's
-    progress.peak_memory = [device = device_] { return static_cast<size_t>(device_peak_bytes(device)); };
-  progress_ = std::make_unique<ProgressMeter>(progress);
+  metrics_ = open_run_metrics(recipe_, run_dir_, options_.rank, logging_rank(), resumed_from_.has_value(), step_);
+  progress_ = make_progress_meter(r, total_steps_, options_.rank, device_);
 }
 
 DcaeJob::~DcaeJob() = default;

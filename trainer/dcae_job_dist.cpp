@@ -15,6 +15,7 @@
 #include "dist/data_parallel.h"
 #include "dist/fsdp.h"
 #include "trainer/dcae_job.h"
+#include "trainer/job_common.h"
 #ifdef DCAE_WITH_NCCL
 #include "dist/cuda/nccl_communicator.h"
 #endif
@@ -75,13 +76,7 @@ void DcaeJob::sync_gradients() {
 }
 
 void DcaeJob::average_losses_over_ranks(LossTerms& losses) {
-  if (!comm_ || losses.empty()) return;
-  std::vector<double> values;
-  for (const auto& [name, value] : losses) values.push_back(value);
-  Tensor buffer = from_vector(values, {static_cast<int64_t>(values.size())}).to(device_);
-  comm_->all_reduce(buffer, dist::ReduceOp::avg);
-  values = buffer.to(Device::cpu()).to_vector<double>();
-  for (size_t i = 0; i < losses.size(); ++i) losses[i].second = values[i];
+  average_loss_terms(comm_, device_, losses);
 }
 
 void DcaeJob::broadcast_buffers() {

@@ -16,21 +16,13 @@
 #include "ops/unary.h"
 #include "trainer/dcae_job.h"
 #include "trainer/image_metrics.h"
+#include "trainer/job_common.h"
 
 namespace dcae::trainer {
 
 namespace fs = std::filesystem;
 
 namespace {
-
-void add_term(LossTerms& terms, const std::string& name, double value) {
-  for (auto& [n, v] : terms)
-    if (n == name) {
-      v += value;
-      return;
-    }
-  terms.emplace_back(name, value);
-}
 
 // Takes every parameter's gradient out (leaving none), in parameter order.
 std::vector<Tensor> take_grads(const std::vector<Tensor>& params) {
@@ -119,7 +111,7 @@ StepResult DcaeJob::train_step() {
         if (!t.term->active(step)) continue;
         const Tensor value = t.term->compute(recon, images, step);
         const double v = value.item<double>();
-        add_term(result.losses, t.name, share * v);
+        add_loss_term(result.losses, t.name, share * v);
         const Tensor weighted = ops::mul(value, t.weight);
         if (t.term->adversarial()) {
           adv = sum_defined(adv, weighted);
@@ -145,7 +137,7 @@ StepResult DcaeJob::train_step() {
     if (adv.defined()) {
       const double w = adaptive_gan_ ? gan_weight : 1.0;
       micro_loss += w * adv_value;
-      if (adaptive_gan_) add_term(result.losses, "gan_weight", share * gan_weight);
+      if (adaptive_gan_) add_loss_term(result.losses, "gan_weight", share * gan_weight);
       critic_batches.emplace_back(recon.detach(), images);
     }
     total_loss += share * micro_loss;
@@ -178,7 +170,7 @@ StepResult DcaeJob::train_step() {
     if (ema_) ema_->update_from(optim_->named_masters());
     for (Term& t : terms_)
       if (t.term->adversarial() && t.term->active(step) && !critic_batches.empty())
-        for (const auto& [name, value] : t.term->update_critic(critic_batches, step)) add_term(result.losses, name, value);
+        for (const auto& [name, value] : t.term->update_critic(critic_batches, step)) add_loss_term(result.losses, name, value);
   }
   broadcast_buffers();
   step_memory_ = memory_by_category();  // with this step's gradients and optimizer state, before they are dropped
@@ -190,7 +182,7 @@ StepResult DcaeJob::train_step() {
 
 void DcaeJob::log_step(const StepResult& result, int64_t images) {
   for (const auto& [name, value] : result.losses) {
-    add_term(window_sums_, name, value);
+    add_loss_term(window_sums_, name, value);
     ++window_counts_[name];
   }
   LossTerms means = window_sums_;

@@ -16,6 +16,7 @@
 #include "trainer/cpu_float_mode.h"
 #include "trainer/preemption.h"
 #include "trainer/registries.h"
+#include "trainer/job_common.h"
 #ifdef DCAE_WITH_NCCL
 #include "dist/cuda/nccl_communicator.h"
 #endif
@@ -172,26 +173,8 @@ DiffusionJob::DiffusionJob(Recipe recipe, JobOptions options) : recipe_(std::mov
                                                   r.get<int64_t>("train.loss_scale_growth_interval"));
   resume();
 
-  if (logging_rank()) {
-    fs::create_directories(run_dir_);
-    std::ofstream(fs::path(run_dir_) / "recipe.toml") << recipe_.to_toml();
-    const std::string metrics_file = metrics_path(run_dir_, options_.rank);
-    if (!resumed_from_ && fs::exists(metrics_file)) {
-      LOG(WARNING) << "starting afresh in " << run_dir_ << ": replacing its metrics.jsonl";
-      fs::remove(metrics_file);
-    }
-    metrics_ = std::make_unique<MetricsWriter>(metrics_file, resumed_from_ ? step_ : -1);
-  } else {
-    metrics_ = std::make_unique<MetricsWriter>();
-  }
-  ProgressMeter::Options progress;
-  progress.every = r.get<int64_t>("log.every");
-  progress.total_steps = total_steps_;
-  progress.rank = options_.rank;
-  progress.all_ranks = r.get<bool>("log.all_ranks");
-  if (device_.is_cuda())
-    progress.peak_memory = [device = device_] { return static_cast<size_t>(device_peak_bytes(device)); };
-  progress_ = std::make_unique<ProgressMeter>(progress);
+  metrics_ = open_run_metrics(recipe_, run_dir_, options_.rank, logging_rank(), resumed_from_.has_value(), step_);
+  progress_ = make_progress_meter(r, total_steps_, options_.rank, device_);
 }
 
 DiffusionJob::~DiffusionJob() = default;
@@ -236,13 +219,7 @@ void DiffusionJob::setup_data_parallel() {
 }
 
 void DiffusionJob::average_losses_over_ranks(LossTerms& losses) {
-  if (!comm_ || losses.empty()) return;
-  std::vector<double> values;
-  for (const auto& [name, value] : losses) values.push_back(value);
-  Tensor buffer = from_vector(values, {static_cast<int64_t>(values.size())}).to(device_);
-  comm_->all_reduce(buffer, dist::ReduceOp::avg);
-  values = buffer.to(Device::cpu()).to_vector<double>();
-  for (size_t i = 0; i < losses.size(); ++i) losses[i].second = values[i];
+  average_loss_terms(comm_, device_, losses);
 }
 
 CheckpointItems DiffusionJob::checkpoint_items() {

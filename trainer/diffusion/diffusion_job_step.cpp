@@ -16,21 +16,13 @@
 #include "ops/view.h"
 #include "trainer/diffusion/diffusion_job.h"
 #include "trainer/image_metrics.h"
+#include "trainer/job_common.h"
 
 namespace dcae::trainer::diffusion {
 
 namespace fs = std::filesystem;
 
 namespace {
-
-void add_term(LossTerms& terms, const std::string& name, double value) {
-  for (auto& [n, v] : terms)
-    if (n == name) {
-      v += value;
-      return;
-    }
-  terms.emplace_back(name, value);
-}
 
 std::string step_file(const std::string& dir, int64_t step, const char* extension) {
   char name[48];
@@ -63,8 +55,8 @@ StepResult DiffusionJob::train_step() {
     const Tensor labels = drop_labels(batch.labels, label_dropout_, model_->num_classes(), noise_gen_).to(device_);
     const DenoiseFn model = [&](const Tensor& x_t, const Tensor& t) { return net(x_t, t, labels); };
     const ObjectiveLoss loss = objective_->loss(model, x0, noise_gen_);
-    add_term(result.losses, "loss", share * loss.loss.item<double>());
-    for (const auto& [name, value] : loss.terms) add_term(result.losses, name, share * value.item<double>());
+    add_loss_term(result.losses, "loss", share * loss.loss.item<double>());
+    for (const auto& [name, value] : loss.terms) add_loss_term(result.losses, name, share * value.item<double>());
     autograd::backward(ops::mul(loss.loss, share * loss_scale));
   }
   if (ddp_) ddp_->finish_gradient_sync();
@@ -94,7 +86,7 @@ StepResult DiffusionJob::train_step() {
 }
 
 void DiffusionJob::log_step(const StepResult& result) {
-  for (const auto& [name, value] : result.losses) add_term(window_sums_, name, value);
+  for (const auto& [name, value] : result.losses) add_loss_term(window_sums_, name, value);
   ++window_steps_;
   LossTerms means = window_sums_;
   for (auto& [name, value] : means) value /= static_cast<double>(window_steps_);

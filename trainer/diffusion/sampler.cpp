@@ -76,6 +76,15 @@ class DdpmSampler : public Sampler {
   double time_offset_;
 };
 
+// DPM-Solver++'s data prediction: x_0 from the network's noise prediction at continuous time t, where
+// t = (i + 1) / T is step i and its model time i + time_offset.
+Tensor predict_data(const DenoiseFn& model, const ContinuousVpSchedule& vp, double time_offset, const Tensor& x,
+                    double t) {
+  const double model_time = t * static_cast<double>(vp.total_steps()) - 1.0 + time_offset;
+  const Tensor eps = split_prediction(model(x, time_vector(model_time, x)), x, "dpm-solver++").first;
+  return ops::div(ops::sub(x, ops::mul(eps, vp.sigma(t))), vp.alpha(t));
+}
+
 class DpmSolverPlusPlus : public Sampler {
  public:
   DpmSolverPlusPlus(const GaussianSchedule& schedule, double time_offset, int64_t steps)
@@ -95,12 +104,7 @@ class DpmSolverPlusPlus : public Sampler {
 
   Tensor sample(const DenoiseFn& model, const Tensor& noise, Generator&) const override {
     autograd::NoGradGuard no_grad;
-    const double total = static_cast<double>(vp_.total_steps());
-    // x_0 from the noise prediction; continuous t = (i + 1) / T is step i, whose model time is i + offset.
-    const auto data_prediction = [&](const Tensor& x, double t) {
-      const Tensor eps = split_prediction(model(x, time_vector(t * total - 1.0 + time_offset_, x)), x, "dpm-solver++").first;
-      return ops::div(ops::sub(x, ops::mul(eps, vp_.sigma(t))), vp_.alpha(t));
-    };
+    const auto data_prediction = [&](const Tensor& x, double t) { return predict_data(model, vp_, time_offset_, x, t); };
     Tensor x = noise;
     Tensor previous = data_prediction(x, times_[0]), older;
     double h_previous = 0.0;
@@ -154,11 +158,7 @@ class DpmSolverPlusPlusFast : public Sampler {
 
   Tensor sample(const DenoiseFn& model, const Tensor& noise, Generator&) const override {
     autograd::NoGradGuard no_grad;
-    const double total = static_cast<double>(vp_.total_steps());
-    const auto data_prediction = [&](const Tensor& x, double t) {
-      const Tensor eps = split_prediction(model(x, time_vector(t * total - 1.0 + time_offset_, x)), x, "dpm-solver++").first;
-      return ops::div(ops::sub(x, ops::mul(eps, vp_.sigma(t))), vp_.alpha(t));
-    };
+    const auto data_prediction = [&](const Tensor& x, double t) { return predict_data(model, vp_, time_offset_, x, t); };
     Tensor x = noise;
     size_t i = 0;
     for (int64_t order : orders_) {
